@@ -1,0 +1,274 @@
+"""In-memory datasets (``digits``, ``synthetic``, ``mnist``) and the loader that names them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsim.errors import InputError
+from fedsim.seeding import Purpose, stream
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "synthetic", "mnist")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled classification dataset split into train and test.
+
+    Attributes
+    ----------
+    name : str
+        The dataset's name.
+    x_train, x_test : np.ndarray
+        float32 inputs of shape ``(n, *input_shape)``, already normalised.
+    y_train, y_test : np.ndarray
+        int64 labels in ``[0, num_classes)``.
+    num_classes : int
+        Number of classes.
+    input_shape : tuple of int
+        Shape of one input sample.
+    users_train, users_test : np.ndarray or None
+        int64 user id of each sample, for datasets with natural users.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+    users_train: np.ndarray | None = None
+    users_test: np.ndarray | None = None
+
+
+def data_dir_from_env(explicit: Path | None) -> Path:
+    """Return the data folder: ``explicit``, else ``$FEDSIM_DATA``, else ``~/.fedsim/data``.
+
+    Parameters
+    ----------
+    explicit : Path or None
+        A folder given by the caller (e.g. the scenario's ``data.dir``).
+    """
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get("FEDSIM_DATA", "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".fedsim" / "data"
+
+
+def load_dataset(name: str, data_dir: Path | None, seed: int, **options: Any) -> Dataset:
+    """Load or generate a dataset by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``digits``, ``synthetic``, ``mnist``.
+    data_dir : Path or None
+        Folder holding downloaded files (only ``mnist`` reads files); ``None`` means
+        :func:`data_dir_from_env`.
+    seed : int
+        Scenario seed; the train/test split (``digits``) and the generated data
+        (``synthetic``) are functions of it. ``mnist`` does not depend on it.
+    **options
+        Dataset options. ``synthetic``: ``num_samples`` (6000), ``num_features`` (60),
+        ``num_classes`` (10), ``num_users`` (30), ``alpha`` (1.0), ``beta`` (1.0),
+        ``test_fraction`` (0.2), ``size_sigma`` (0.0). ``digits`` and ``mnist`` take none.
+
+    Raises
+    ------
+    InputError
+        For an unknown name or option, a bad option value, or missing/corrupt files.
+    """
+    loaders: Mapping[str, Callable[..., Dataset]] = {
+        "digits": _load_digits,
+        "synthetic": _make_synthetic,
+        "mnist": _load_mnist,
+    }
+    if name not in loaders:
+        raise InputError(
+            f"data.dataset: unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}"
+        )
+    return loaders[name](data_dir, seed, options)
+
+
+def _check_options(name: str, options: Mapping[str, Any], known: Mapping[str, type]) -> None:
+    """Raise InputError for unknown options or values of the wrong type."""
+    problems = []
+    for key, value in options.items():
+        if key not in known:
+            expected = ", ".join(sorted(known)) if known else "none"
+            problems.append(
+                f"data.options.{key}: unknown option for dataset {name!r}; known options: "
+                f"{expected}"
+            )
+            continue
+        want = known[key]
+        ok = (
+            isinstance(value, int) and not isinstance(value, bool)
+            if want is int
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not ok:
+            problems.append(
+                f"data.options.{key}: expected {want.__name__}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+    if problems:
+        raise InputError(problems)
+
+
+def _stratified_split(
+    y: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices so each class keeps ``test_fraction`` of its samples for test.
+
+    Returns
+    -------
+    train_idx, test_idx : np.ndarray
+        Sorted int64 indices.
+    """
+    perm = rng.permutation(len(y))
+    order = perm[np.argsort(y[perm], kind="stable")]  # shuffled within each class
+    classes, starts, counts = np.unique(y[order], return_index=True, return_counts=True)
+    n_test = np.rint(counts * test_fraction).astype(np.int64)
+    rank = np.arange(len(y)) - np.repeat(starts, counts)
+    is_test = rank < np.repeat(n_test, counts)
+    return np.sort(order[~is_test]).astype(np.int64), np.sort(order[is_test]).astype(np.int64)
+
+
+def _load_digits(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Return sklearn's 8x8 digits, scaled to [0, 1], split 80/20 stratified by the seed."""
+    from sklearn.datasets import load_digits
+
+    _check_options("digits", options, {})
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / np.float32(16.0)).reshape(-1, 64)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    train_idx, test_idx = _stratified_split(y, 0.2, stream(seed, Purpose.DATA))
+    return Dataset(
+        name="digits",
+        x_train=x[train_idx],
+        y_train=y[train_idx],
+        x_test=x[test_idx],
+        y_test=y[test_idx],
+        num_classes=10,
+        input_shape=(64,),
+    )
+
+
+def _user_sizes(
+    num_samples: int, num_users: int, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Split ``num_samples`` over users: equal, or log-normally skewed, at least 2 each."""
+    spare = num_samples - 2 * num_users
+    weights = rng.lognormal(0.0, sigma, num_users) if sigma > 0 else np.ones(num_users)
+    quota = spare * weights / weights.sum()
+    sizes = np.floor(quota).astype(np.int64)
+    short = spare - int(sizes.sum())
+    sizes[np.argsort(-(quota - sizes), kind="stable")[:short]] += 1
+    return sizes + 2
+
+
+def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Generate LEAF's ``synthetic(alpha, beta)`` data (Shamir et al. / Li et al., FedProx).
+
+    User ``k`` draws ``u_k ~ N(0, alpha)`` and ``B_k ~ N(0, beta)``; its model is
+    ``W_k ~ N(u_k, 1)`` (features x classes), ``b_k ~ N(u_k, 1)``; its inputs are
+    ``x ~ N(v_k, diag(j^-1.2))`` with ``v_k ~ N(B_k, 1)``; labels are
+    ``argmax(W_k^T x + b_k)``. ``alpha`` controls how much the users' models differ,
+    ``beta`` how much their inputs differ. Each user keeps ``test_fraction`` of its
+    samples (at least one) for test. ``size_sigma > 0`` makes user sizes log-normal.
+    """
+    known: dict[str, type] = {
+        "num_samples": int,
+        "num_features": int,
+        "num_classes": int,
+        "num_users": int,
+        "alpha": float,
+        "beta": float,
+        "test_fraction": float,
+        "size_sigma": float,
+    }
+    _check_options("synthetic", options, known)
+    opts: dict[str, Any] = {
+        "num_samples": 6000,
+        "num_features": 60,
+        "num_classes": 10,
+        "num_users": 30,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "test_fraction": 0.2,
+        "size_sigma": 0.0,
+    }
+    opts.update(options)
+    n, d, c, k = (opts[key] for key in ("num_samples", "num_features", "num_classes", "num_users"))
+    alpha, beta = float(opts["alpha"]), float(opts["beta"])
+    test_fraction, sigma = float(opts["test_fraction"]), float(opts["size_sigma"])
+    problems = []
+    if d < 1 or c < 2 or k < 1:
+        problems.append(
+            "data.options: synthetic needs num_features >= 1, num_classes >= 2 and "
+            f"num_users >= 1; got {d}, {c}, {k}"
+        )
+    if n < 2 * k:
+        problems.append(
+            f"data.options.num_samples: {n} is too few for {k} users "
+            "(each user needs at least 2 samples: one train, one test)"
+        )
+    if alpha < 0 or beta < 0 or sigma < 0:
+        problems.append("data.options: alpha, beta and size_sigma must be >= 0")
+    if not 0 < test_fraction < 1:
+        problems.append(f"data.options.test_fraction: expected 0 < value < 1, got {test_fraction}")
+    if problems:
+        raise InputError(problems)
+
+    rng = stream(seed, Purpose.DATA)
+    sizes = _user_sizes(n, k, sigma, rng)
+    u = rng.normal(0.0, np.sqrt(alpha), k)
+    big_b = rng.normal(0.0, np.sqrt(beta), k)
+    users = np.repeat(np.arange(k, dtype=np.int64), sizes)
+    v = rng.normal(big_b[:, None], 1.0, (k, d))
+    scale = np.arange(1, d + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
+    x = v[users] + rng.standard_normal((n, d)) * scale
+    y = np.empty(n, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    for user in range(k):  # one matrix product per user, not per sample
+        w = rng.normal(u[user], 1.0, (d, c))
+        b = rng.normal(u[user], 1.0, c)
+        rows = slice(starts[user], starts[user] + sizes[user])
+        y[rows] = np.argmax(x[rows] @ w + b, axis=1)
+
+    n_test = np.clip(np.rint(sizes * test_fraction).astype(np.int64), 1, sizes - 1)
+    # A random rank of each sample within its user: sort by (user, random key).
+    keys = rng.random(n)
+    order = np.lexsort((keys, users))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, sizes)
+    is_test = rank < np.repeat(n_test, sizes)
+    x = x.astype(np.float32)
+    return Dataset(
+        name="synthetic",
+        x_train=x[~is_test],
+        y_train=y[~is_test],
+        x_test=x[is_test],
+        y_test=y[is_test],
+        num_classes=int(c),
+        input_shape=(int(d),),
+        users_train=users[~is_test],
+        users_test=users[is_test],
+    )
+
+
+def _load_mnist(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Read MNIST from IDX files under the data folder."""
+    from fedsim.data.mnist import load_mnist
+
+    _check_options("mnist", options, {})
+    return load_mnist(data_dir_from_env(data_dir))

@@ -1,0 +1,6 @@
+"""Built-in models and the measured description (sizes, FLOPs, activations) of any model."""
+
+from fedsim.models.info import LayerInfo, ModelInfo, describe
+from fedsim.models.zoo import MODEL_NAMES, build_model
+
+__all__ = ["MODEL_NAMES", "LayerInfo", "ModelInfo", "build_model", "describe"]
