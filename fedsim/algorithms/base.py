@@ -1,0 +1,120 @@
+"""The algorithm contract: what devices compute and upload, and how servers aggregate."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fedsim.algorithms import BUILTIN_ALGORITHMS
+from fedsim.config import ComponentSpec, validation_problems
+from fedsim.errors import InputError
+from fedsim.registry import resolve
+
+State = dict[str, torch.Tensor]
+
+
+class NoParams(BaseModel):
+    """An algorithm without parameters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class DeviceTask:
+    """One device's share of a host call: its data and its keyed seed."""
+
+    device_id: int
+    train_idx: np.ndarray
+    seed: int
+
+
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """What a device sends up: the payload tensors and its aggregation weight."""
+
+    device_id: int
+    payload: State
+    num_samples: int
+    mean_loss: float
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A weighted model held by an edge or the cloud: the state and its total weight."""
+
+    state: State
+    weight: float
+
+
+class Algorithm(ABC):
+    """Base class of an FL algorithm (one file per algorithm holds all its halves).
+
+    Subclasses set ``Params`` to a pydantic model of their scenario parameters and
+    implement :meth:`steps` and :meth:`train`; the default :meth:`payload_keys` and
+    :meth:`aggregate` give FedAvg's behaviour.
+    """
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def steps(self, num_samples: int) -> list[int]:
+        """Return the batch size of every local step of a device with ``num_samples``."""
+
+    @abstractmethod
+    def train(
+        self, model: torch.nn.Module, base: State, x: torch.Tensor, y: torch.Tensor,
+        tasks: Sequence[DeviceTask], vectorize: bool,
+    ) -> list[DeviceUpdate]:
+        """Train the devices of ``tasks`` from ``base`` on rows of ``x``/``y``."""
+
+    def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
+        """Return the names of the tensors a device uploads (this decides the bytes)."""
+        return [k for k, v in state.items() if v.is_floating_point()]
+
+    def aggregate(self, base: State, updates: Sequence[tuple[State, float]]) -> Aggregate:
+        """Return the weighted mean of the payloads; keys not uploaded keep ``base``.
+
+        Updates are summed in the order given (the caller orders them by virtual arrival
+        time, then device id), so the result is bit-reproducible.
+        """
+        total = float(sum(w for _, w in updates))
+        if not updates or total <= 0:
+            return Aggregate(dict(base), 0.0)
+        out = dict(base)
+        for key in updates[0][0]:
+            acc = torch.zeros_like(updates[0][0][key], dtype=torch.float64)
+            for payload, weight in updates:
+                acc.add_(payload[key].to(torch.float64), alpha=weight / total)
+            out[key] = acc.to(base[key].dtype)
+        return Aggregate(out, total)
+
+
+def build_algorithm(spec: ComponentSpec, source: str = "scenario") -> Algorithm:
+    """Resolve ``spec.use`` and validate ``spec.params`` against the class's ``Params``."""
+    try:
+        cls = resolve(spec.use, BUILTIN_ALGORITHMS, "algorithm")
+    except LookupError as exc:
+        raise InputError(f"{source}: algorithm.use: {exc}") from None
+    if not issubclass(cls, Algorithm):
+        raise InputError(f"{source}: algorithm.use: {spec.use!r} is not an fedsim Algorithm")
+    try:
+        params = cls.Params.model_validate(dict(spec.params))
+    except ValidationError as exc:
+        lines = validation_problems(source, exc)
+        raise InputError([line.replace(": ", ": algorithm.params.", 1) for line in lines]) from None
+    return cls(params)
+
+
+def algorithm_summary(algorithm: Algorithm) -> dict[str, Any]:
+    """Return the algorithm's class and resolved params (for run.json)."""
+    cls = type(algorithm)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "params": algorithm.params.model_dump()}

@@ -1,0 +1,55 @@
+"""FedAvg (McMahan et al. 2017): local SGD on devices, sample-weighted averaging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop, train_vectorized
+
+
+class FedAvgParams(BaseModel):
+    """FedAvg's scenario parameters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    local_epochs: Annotated[int, Field(gt=0)] = 1
+    batch_size: Annotated[int, Field(gt=0)] = 20
+
+
+class FedAvg(Algorithm):
+    """Plain FedAvg: devices run SGD from the model they downloaded; servers average."""
+
+    Params = FedAvgParams
+    params: FedAvgParams
+
+    @property
+    def sgd(self) -> LocalSGD:
+        """Return the local optimiser settings."""
+        p = self.params
+        return LocalSGD(lr=p.lr, local_epochs=p.local_epochs, batch_size=p.batch_size)
+
+    def steps(self, num_samples: int) -> list[int]:
+        """Return ``local_epochs`` passes of full batches plus the last partial one."""
+        b = self.params.batch_size
+        full, rest = divmod(num_samples, b)
+        return ([b] * full + ([rest] if rest else [])) * self.params.local_epochs
+
+    def train(
+        self, model: torch.nn.Module, base: State, x: torch.Tensor, y: torch.Tensor,
+        tasks: Sequence[DeviceTask], vectorize: bool,
+    ) -> list[DeviceUpdate]:
+        """Run local SGD for each device (lock-step batched when ``vectorize``)."""
+        jobs = [DeviceJob(t.device_id, t.train_idx, t.seed) for t in tasks]
+        trainer = train_vectorized if vectorize else train_loop
+        results = trainer(model, base, x, y, jobs, self.sgd)
+        keys = self.payload_keys(base)
+        return [
+            DeviceUpdate(r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss)
+            for r in results
+        ]

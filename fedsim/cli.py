@@ -1,0 +1,160 @@
+"""The ``fedsim`` command line: run, validate, profiles, sweep, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedsim.errors import InputError, RuntimeFailure
+
+
+def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="round", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.api import run
+    from fedsim.config import load_scenario
+
+    scenario = load_scenario(args.scenario, args.set)
+    bar = _progress(scenario.stop.max_rounds, args.quiet)
+
+    def on_round(row: dict[str, object]) -> None:
+        acc = row.get("accuracy")
+        post = {"t_virtual": f"{float(row['virtual_time_s']):.1f}s"}  # type: ignore[arg-type]
+        if acc is not None:
+            post["acc"] = f"{float(acc):.3f}"  # type: ignore[arg-type]
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+
+    try:
+        result = run(scenario, args.out, on_round=on_round, source=args.scenario)
+    finally:
+        bar.close()
+    s = result.summary
+    acc = "n/a (learning: false)" if s["final_accuracy"] is None else f"{s['final_accuracy']:.4f}"
+    print(
+        f"{scenario.name}: {s['rounds']} rounds ({s['versions']} global versions), "
+        f"virtual time {s['virtual_time_s']:.1f} s, stopped by {s['stopped_by']}\n"
+        f"  final accuracy {acc}\n"
+        f"  bytes up {s['bytes_up']:,} / down {s['bytes_down']:,}, device energy "
+        f"{s['energy_j']:.1f} J, stragglers {s['stragglers']}, dropped {s['dropped']}\n"
+        f"  results: {result.path}"
+    )
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fedsim.api import check
+    from fedsim.config import load_scenario
+
+    scenario = load_scenario(args.scenario, args.set)
+    prep = check(scenario, args.scenario)
+    topo = scenario.topology
+    print(
+        f"{args.scenario}: OK — {topo.num_devices()} devices under {len(topo.edges)} edge(s); "
+        f"model {prep.model.name} ({prep.model.num_params:,} parameters, "
+        f"{prep.payloads.upload_bytes:,} bytes up per update); dataset {prep.dataset.name} "
+        f"({len(prep.dataset.y_train):,} train / {len(prep.dataset.y_test):,} test)"
+    )
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from fedsim.profiles import load_profiles
+
+    lib = load_profiles(Path(args.dir) if args.dir else None)
+    print("hardware:")
+    for name in sorted(lib.devices):
+        figs = ", ".join(f"{k} {v}" for k, v in lib.devices[name].key_figures().items())
+        print(f"  {name:<14} {figs}")
+    print("links:")
+    for name in sorted(lib.links):
+        figs = ", ".join(f"{k} {v}" for k, v in lib.links[name].key_figures().items())
+        print(f"  {name:<14} {figs}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fedsim.sweep import parse_grid, run_sweep
+
+    out = run_sweep(
+        Path(args.scenario), parse_grid(args.grid), args.seeds, Path(args.out),
+        parallel=args.parallel, extra_sets=args.set,
+    )  # fmt: skip
+    print(f"sweep: {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    out = write_report(Path(args.run_dir), Path(args.output) if args.output else None)
+    print(f"report: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``fedsim`` command."""
+    parser = argparse.ArgumentParser(prog="fedsim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def scenario_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("scenario", help="scenario YAML file")
+        p.add_argument(
+            "--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+            help="override a scenario value (repeatable), e.g. --set rounds.participants=5",
+        )  # fmt: skip
+
+    p = sub.add_parser("run", help="run a scenario and write a run folder")
+    scenario_args(p)
+    p.add_argument("--out", help="run folder to create (default runs/<name>-<n>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a scenario and its profiles without running")
+    scenario_args(p)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("profiles", help="list hardware and link profiles")
+    p.add_argument("--dir", help="profiles folder (default: the bundled hardware_profiles/)")
+    p.set_defaults(func=_cmd_profiles)
+
+    p = sub.add_parser("sweep", help="run a grid of scenario variants and seeds")
+    scenario_args(p)
+    p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=V1,V2,...")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report")
+    p.add_argument("run_dir", help="a run folder or a sweep folder")
+    p.add_argument("-o", "--output", help="HTML file (default <dir>/report.html)")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; bad input prints one line per problem and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except RuntimeFailure as exc:
+        print(f"runtime failure: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The runtime contract: where the model math runs, seen from the simulation driver."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedsim.config import ComponentSpec
+from fedsim.data import Dataset, DevicePartition
+
+
+@dataclass(frozen=True)
+class LearningSetup:
+    """Everything the cloud, the edges and the device hosts need to build themselves.
+
+    Attributes
+    ----------
+    seed : int
+        The scenario seed (training seeds are keyed from it per device and round).
+    model_name : str
+        Model name in the model zoo.
+    dataset : Dataset
+        The whole dataset; hosts keep views of it, never per-device copies.
+    partitions : tuple of DevicePartition
+        Each device's train and test indices, by device id.
+    algorithm : ComponentSpec
+        The algorithm, resolved in every actor.
+    num_edges : int
+        Number of edges.
+    torch_threads : int
+        Torch intra-op threads in every place that computes.
+    vectorize : bool
+        Train the devices of one host call in lock-step (batched).
+    """
+
+    seed: int
+    model_name: str
+    dataset: Dataset
+    partitions: tuple[DevicePartition, ...]
+    algorithm: ComponentSpec
+    num_edges: int
+    torch_threads: int = 1
+    vectorize: bool = False
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The global model's accuracy and loss, and each evaluated device's UA."""
+
+    accuracy: float
+    loss: float
+    ua: dict[int, float]
+
+    def ua_quantiles(self) -> tuple[float, float, float, float] | None:
+        """Return mean, p10, p50 and p90 of UA, or None when UA was not measured."""
+        if not self.ua:
+            return None
+        values = np.array([self.ua[d] for d in sorted(self.ua)], dtype=np.float64)
+        p10, p50, p90 = np.quantile(values, [0.1, 0.5, 0.9])
+        return float(values.mean()), float(p10), float(p50), float(p90)
+
+
+class Runtime(ABC):
+    """Where training, aggregation and evaluation run (in-process or on Ray actors).
+
+    The driver holds opaque handles to device updates; values move between hosts,
+    edges and the cloud without the driver reading them. Handles are aggregated in
+    the order the driver gives: (virtual arrival time, device id).
+    """
+
+    @abstractmethod
+    def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[Any]:
+        """Submit training of ``device_ids`` from edge ``edge_id``'s current model.
+
+        Returns one handle per device, in the order of ``device_ids``.
+        """
+
+    @abstractmethod
+    def aggregate_edge(self, edge_id: int, handles: Sequence[Any]) -> None:
+        """Replace the edge's model by the weighted mean of these updates, in this order."""
+
+    @abstractmethod
+    def sync_cloud(self) -> None:
+        """Aggregate the edges' models into a new global model and send it to the edges."""
+
+    @abstractmethod
+    def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
+        """Evaluate the global model (and UA on the given devices); blocks for the values."""
+
+    def discard(self, handles: Sequence[Any]) -> None:  # noqa: B027 - optional hook
+        """Forget updates that virtual time discarded (cancel them where possible)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every resource (actors, processes)."""

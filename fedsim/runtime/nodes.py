@@ -1,0 +1,168 @@
+"""The compute-side roles: a device host, an edge server and the cloud server.
+
+Plain classes: the inline runtime calls them in-process, the Ray runtime wraps each in
+an actor. None of them knows about virtual time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fedsim.algorithms.base import Aggregate, Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.algorithms.base import build_algorithm
+from fedsim.data import Dataset, DevicePartition
+from fedsim.models import build_model
+from fedsim.runtime.base import LearningSetup
+from fedsim.seeding import Purpose, int_seed
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only, shared-memory) array without copying it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only arrays from the object store
+        return torch.from_numpy(array)
+
+
+def make_model(setup: LearningSetup) -> torch.nn.Module:
+    """Build the scenario's model architecture (its weights are not the global ones)."""
+    ds = setup.dataset
+    return build_model(setup.model_name, ds.input_shape, ds.num_classes)
+
+
+def initial_state(setup: LearningSetup) -> State:
+    """Return the initial global model, seeded from the scenario seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int_seed(setup.seed, Purpose.MODEL_INIT))
+        model = make_model(setup)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def evaluate_state(
+    model: torch.nn.Module, state: State, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
+) -> tuple[int, float]:
+    """Return (number correct, summed cross-entropy) of ``state`` on ``x``, ``y``."""
+    model.load_state_dict(state)
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch):
+            logits = model(x[start : start + batch])
+            target = y[start : start + batch]
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
+    return correct, loss_sum
+
+
+class DeviceHost:
+    """Many simulated devices: views of their data, and their training and evaluation.
+
+    Parameters
+    ----------
+    host_id : int
+        Index of this host.
+    setup : LearningSetup
+        The learning side of the scenario (its ``partitions`` are not used here).
+    partitions : Mapping of int to DevicePartition
+        The devices this host owns and their data indices.
+    """
+
+    def __init__(
+        self, host_id: int, setup: LearningSetup, partitions: Mapping[int, DevicePartition]
+    ) -> None:
+        torch.set_num_threads(setup.torch_threads)
+        self.host_id = host_id
+        self._seed = setup.seed
+        self._vectorize = setup.vectorize
+        self._algorithm: Algorithm = build_algorithm(setup.algorithm)
+        self._model = make_model(setup)
+        ds: Dataset = setup.dataset
+        self._x_train, self._y_train = _tensor(ds.x_train), _tensor(ds.y_train)
+        self._x_test, self._y_test = _tensor(ds.x_test), _tensor(ds.y_test)
+        self._partitions = dict(partitions)
+
+    def train(self, base: State, round_index: int, device_ids: Sequence[int]) -> list[DeviceUpdate]:
+        """Train ``device_ids`` from ``base``; one update per device, in the given order."""
+        tasks = [
+            DeviceTask(
+                int(d),
+                self._partitions[int(d)].train_idx,
+                int_seed(self._seed, Purpose.TRAIN, int(d), round_index),
+            )
+            for d in device_ids
+        ]
+        return self._algorithm.train(
+            self._model, base, self._x_train, self._y_train, tasks, self._vectorize
+        )
+
+    def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
+        """Return each device's accuracy of its current model on its own test split."""
+        out = []
+        for d in device_ids:
+            idx = torch.from_numpy(self._partitions[int(d)].test_idx)
+            correct, _ = evaluate_state(self._model, state, self._x_test[idx], self._y_test[idx])
+            out.append(correct / max(1, int(idx.shape[0])))
+        return out
+
+
+class EdgeServer:
+    """An edge: its current model, and the aggregation of its devices' updates."""
+
+    def __init__(self, setup: LearningSetup, state: State) -> None:
+        torch.set_num_threads(setup.torch_threads)
+        self._algorithm = build_algorithm(setup.algorithm)
+        self._state = state
+        self._weight = 0.0
+
+    def model(self) -> State:
+        """Return the edge's current model."""
+        return self._state
+
+    def aggregate(self, *updates: DeviceUpdate) -> None:
+        """Replace the edge model by the weighted mean of the updates, in the given order."""
+        if not updates:
+            return
+        agg = self._algorithm.aggregate(
+            self._state, [(u.payload, float(u.num_samples)) for u in updates]
+        )
+        self._state, self._weight = agg.state, agg.weight
+
+    def upload(self) -> Aggregate:
+        """Return what the edge sends to the cloud: its payload tensors and their weight."""
+        keys = self._algorithm.payload_keys(self._state)
+        return Aggregate({k: self._state[k] for k in keys}, self._weight)
+
+    def receive(self, state: State) -> None:
+        """Take the new global model from the cloud."""
+        self._state, self._weight = state, 0.0
+
+
+class CloudServer:
+    """The cloud: the global model, its aggregation over edges, and global evaluation."""
+
+    def __init__(self, setup: LearningSetup) -> None:
+        torch.set_num_threads(setup.torch_threads)
+        self._algorithm = build_algorithm(setup.algorithm)
+        self._model = make_model(setup)
+        self._state = initial_state(setup)
+        self._x_test = _tensor(setup.dataset.x_test)
+        self._y_test = _tensor(setup.dataset.y_test)
+
+    def model(self) -> State:
+        """Return the global model."""
+        return self._state
+
+    def aggregate(self, *edges: Aggregate) -> State:
+        """Average the edges' models (weighted by their sample counts), in edge order."""
+        agg = self._algorithm.aggregate(self._state, [(e.state, e.weight) for e in edges])
+        self._state = agg.state
+        return self._state
+
+    def evaluate(self) -> tuple[float, float]:
+        """Return accuracy and mean loss of the global model on the global test set."""
+        n = int(self._y_test.shape[0])
+        correct, loss_sum = evaluate_state(self._model, self._state, self._x_test, self._y_test)
+        return correct / n, loss_sum / n

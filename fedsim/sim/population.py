@@ -1,0 +1,70 @@
+"""The flat device table built from a scenario's topology: who sits under which edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.config import TopologySpec
+
+
+@dataclass(frozen=True)
+class DeviceGroup:
+    """A group of identical devices: hardware and access-link profile names."""
+
+    edge_id: int
+    hardware: str
+    link: str
+    first_device_id: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Population:
+    """Every device as integer arrays indexed by device id (compact at any scale).
+
+    Attributes
+    ----------
+    edge_of : np.ndarray
+        Edge index of each device.
+    group_of : np.ndarray
+        Device-group index of each device.
+    groups : tuple of DeviceGroup
+        The groups, in topology order.
+    edge_names : tuple of str
+        Edge names, by edge index.
+    """
+
+    edge_of: np.ndarray
+    group_of: np.ndarray
+    groups: tuple[DeviceGroup, ...]
+    edge_names: tuple[str, ...]
+
+    @property
+    def num_devices(self) -> int:
+        """Return the number of devices."""
+        return int(self.edge_of.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        """Return the number of edges."""
+        return len(self.edge_names)
+
+    def group(self, device_id: int) -> DeviceGroup:
+        """Return the group of one device."""
+        return self.groups[int(self.group_of[device_id])]
+
+    @classmethod
+    def from_topology(cls, topology: TopologySpec) -> Population:
+        """Number devices in topology order: edge by edge, group by group."""
+        groups: list[DeviceGroup] = []
+        next_id = 0
+        for edge_id, edge in enumerate(topology.edges):
+            for g in edge.devices:
+                groups.append(DeviceGroup(edge_id, g.hardware, g.link, next_id, g.count))
+                next_id += g.count
+        counts = np.array([g.count for g in groups], dtype=np.int64)
+        group_of = np.repeat(np.arange(len(groups), dtype=np.int32), counts)
+        edge_of = np.array([g.edge_id for g in groups], dtype=np.int32)[group_of]
+        return cls(edge_of, group_of, tuple(groups), tuple(e.name for e in topology.edges))

@@ -1,0 +1,380 @@
+"""The driver: the SimPy clock, rounds, selection, and the calls into the runtime."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from fedsim.algorithms.base import Algorithm
+from fedsim.config import Scenario
+from fedsim.models import ModelInfo
+from fedsim.profiles import DeviceProfile, LinkProfile, ProfileLibrary
+from fedsim.runtime.base import Evaluation, Runtime
+from fedsim.seeding import Purpose, stream
+from fedsim.sim.availability import Availability
+from fedsim.sim.costs import Transfer, aggregation_s, energy_j, training_s, transfer
+from fedsim.sim.population import Population
+from fedsim.sim.sync_round import DeviceOutcome, DevicePlan, RoundTiming, Status, run_round
+
+ROUND_COLUMNS = (
+    "version", "round", "round_start_s", "virtual_time_s", "participants", "completed",
+    "stragglers", "dropped", "bytes_up", "bytes_down", "energy_j", "download_s", "compute_s",
+    "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
+    "ua_p50", "ua_p90",
+)  # fmt: skip
+DEVICE_COLUMNS = (
+    "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
+    "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
+)  # fmt: skip
+UA_COLUMNS = ("version", "device_id", "accuracy")
+ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
+
+
+@dataclass(frozen=True)
+class Payloads:
+    """Bytes of what crosses a link: the model down, an update up."""
+
+    download_bytes: int
+    upload_bytes: int
+
+
+@dataclass
+class SimulationResult:
+    """Rows of the result tables, in the column order of the module constants."""
+
+    rounds: list[tuple[object, ...]] = field(default_factory=list)
+    device_rounds: list[tuple[object, ...]] = field(default_factory=list)
+    device_ua: list[tuple[object, ...]] = field(default_factory=list)
+    wall_s_per_round: list[float] = field(default_factory=list)
+    stopped_by: str = ""
+
+
+@dataclass(frozen=True)
+class SimulationInputs:
+    """What the driver needs besides the scenario (built by :mod:`fedsim.api`).
+
+    Attributes
+    ----------
+    profiles : ProfileLibrary
+        Hardware and link profiles.
+    model : ModelInfo
+        Model description: parameter count, per-sample forward FLOPs.
+    algorithm : Algorithm
+        Decides each device's local steps.
+    payloads : Payloads
+        Bytes down and up per device.
+    samples : np.ndarray
+        Training samples per device, by device id.
+    """
+
+    profiles: ProfileLibrary
+    model: ModelInfo
+    algorithm: Algorithm
+    payloads: Payloads
+    samples: np.ndarray
+
+
+class Simulation:
+    """Run a scenario's synchronous rounds on the virtual clock.
+
+    Virtual durations depend on the scenario, the profiles, payload sizes and keyed
+    draws, never on training results (DESIGN.md §2); the runtime gets work at the
+    round's start and is read only at aggregation and evaluation.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The validated scenario.
+    inputs : SimulationInputs
+        Profiles, model description, algorithm, payload sizes, samples per device.
+    runtime : Runtime or None
+        Where training runs; None runs the systems model alone (``learning: false``).
+    on_round : callable, optional
+        Called after every round with the round's row (for progress display).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        inputs: SimulationInputs,
+        runtime: Runtime | None,
+        on_round: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.inputs = inputs
+        self.runtime = runtime
+        self.on_round = on_round
+        self.env = simpy.Environment()
+        self.population = Population.from_topology(scenario.topology)
+        self.availability = Availability(scenario.availability, scenario.seed)
+        lib = inputs.profiles
+        self._device_hw = [lib.device(g.hardware) for g in self.population.groups]
+        self._access = [lib.link(g.link) for g in self.population.groups]
+        self._edge_hw = [lib.device(e.hardware) for e in scenario.topology.edges]
+        self._backhaul = [lib.link(e.backhaul) for e in scenario.topology.edges]
+        self._cloud_hw = lib.device(scenario.topology.cloud.hardware)
+        self._steps_cache: dict[int, list[int]] = {}
+        self._pending_edges = False  # edges hold updates the cloud has not aggregated yet
+        self.result = SimulationResult()
+
+    # -- selection and plans -------------------------------------------------------------
+
+    def wanted(self) -> int:
+        """Return K, the reports a round keeps."""
+        n = self.population.num_devices
+        r = self.scenario.rounds
+        if r.participants is not None:
+            return r.participants
+        if r.participation is not None:
+            return max(1, math.ceil(r.participation * n))
+        return n
+
+    def select(self, round_index: int) -> np.ndarray:
+        """Choose ``ceil(K * over_selection)`` on-line devices uniformly; sorted ids."""
+        n = self.population.num_devices
+        need = min(n, math.ceil(self.wanted() * self.scenario.rounds.over_selection))
+        rng = stream(self.scenario.seed, Purpose.SELECT, round_index)
+        now = self.env.now
+        if self.availability.always_on:
+            chosen = rng.choice(n, size=need, replace=False)
+        else:
+            order = rng.permutation(n)
+            online = [int(d) for d in order if self.availability.online_at(int(d), now)]
+            chosen = np.array(online[:need], dtype=np.int64)
+        return np.sort(chosen.astype(np.int64))
+
+    def _steps(self, num_samples: int) -> list[int]:
+        steps = self._steps_cache.get(num_samples)
+        if steps is None:
+            steps = self.inputs.algorithm.steps(num_samples)
+            self._steps_cache[num_samples] = steps
+        return steps
+
+    def plan(self, device_id: int, round_index: int, fetch_s: float) -> DevicePlan:
+        """Draw one device's round: access transfers, training time, drop-out time."""
+        group = int(self.population.group_of[device_id])
+        hw, link = self._device_hw[group], self._access[group]
+        rng = stream(self.scenario.seed, Purpose.DEVICE_ROUND, device_id, round_index)
+        down = transfer(link, self.inputs.payloads.download_bytes, up=False, rng=rng)
+        compute = training_s(
+            hw,
+            self.inputs.model.name,
+            self.inputs.model.forward_flops_per_sample,
+            self._steps(int(self.inputs.samples[device_id])),
+            rng,
+        )
+        up = transfer(link, self.inputs.payloads.upload_bytes, up=True, rng=rng)
+        offline = self.availability.offline_after(device_id, self.env.now)
+        edge = int(self.population.edge_of[device_id])
+        return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline)
+
+    # -- one round -----------------------------------------------------------------------
+
+    def _edge_fetch(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
+        """Model each edge fetching the new global model from the cloud (after a sync)."""
+        if round_index % self.scenario.rounds.cloud_every != 0:
+            return {}
+        nbytes = self.inputs.payloads.download_bytes
+        return {
+            e: transfer(
+                self._backhaul[e], nbytes, up=False,
+                rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 0),
+            )
+            for e in sorted(edge_ids)
+        }  # fmt: skip
+
+    def _edge_phase(
+        self, used: list[DeviceOutcome], sync: bool, round_index: int
+    ) -> tuple[float, int]:
+        """Return the edges' time (aggregate, then forward to the cloud) and backhaul bytes."""
+        per_edge: dict[int, int] = {}
+        for o in used:
+            per_edge[o.plan.edge_id] = per_edge.get(o.plan.edge_id, 0) + 1
+        longest, nbytes = 0.0, 0
+        for e, count in sorted(per_edge.items()):
+            seconds = aggregation_s(self._edge_hw[e], self.inputs.model.num_params, count)
+            if sync:
+                t = transfer(
+                    self._backhaul[e], self.inputs.payloads.upload_bytes, up=True,
+                    rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 1),
+                )  # fmt: skip
+                seconds += t.duration_s
+                nbytes += t.num_bytes
+            longest = max(longest, seconds)
+        return longest, nbytes
+
+    def _submit(self, round_index: int, plans: list[DevicePlan]) -> dict[int, object]:
+        """Submit training for the devices virtual time has not already discarded."""
+        if self.runtime is None:
+            return {}
+        deadline = self.scenario.rounds.deadline_s
+        now = self.env.now
+        by_edge: dict[int, list[int]] = {}
+        for p in plans:
+            finish = p.finish_s(now)
+            if finish > p.offline_at_s or (deadline is not None and finish > now + deadline):
+                continue  # certainly dropped or late: never submitted
+            by_edge.setdefault(p.edge_id, []).append(p.device_id)
+        handles: dict[int, object] = {}
+        for edge_id, ids in sorted(by_edge.items()):
+            handles.update(zip(ids, self.runtime.train(edge_id, round_index, ids), strict=True))
+        return handles
+
+    def run_one(self, round_index: int, version: int) -> tuple[dict[str, object], bool]:
+        """Run a round: select, dispatch, collect, aggregate. Returns its row and if synced."""
+        env = self.env
+        start = env.now
+        selected = self.select(round_index)
+        edges = {int(self.population.edge_of[d]) for d in selected}
+        fetch = self._edge_fetch(edges, round_index)
+        plans = [
+            self.plan(int(d), round_index, fetch[e].duration_s if e in fetch else 0.0)
+            for d in selected
+            for e in [int(self.population.edge_of[d])]
+        ]
+        handles = self._submit(round_index, plans)
+        wanted = min(self.wanted(), len(plans))
+        proc = env.process(run_round(env, plans, wanted, self.scenario.rounds.deadline_s))
+        env.run(until=proc)
+        timing: RoundTiming = proc.value
+        enough = len(timing.kept) >= math.ceil(self.scenario.rounds.min_report_fraction * wanted)
+        used = timing.kept if enough else []  # too few reports: the round fails, nothing is used
+        sync = (round_index + 1) % self.scenario.rounds.cloud_every == 0
+        edge_s, backhaul_up = self._edge_phase(used, sync, round_index)
+        synced = sync and bool(used or self._pending_edges)
+        cloud_s = (
+            aggregation_s(self._cloud_hw, self.inputs.model.num_params, self.population.num_edges)
+            if synced
+            else 0.0
+        )
+        if edge_s + cloud_s > 0:
+            env.run(until=env.timeout(edge_s + cloud_s))
+        self._aggregate(used, handles, synced)
+        row = self._round_row(round_index, version + int(synced), start, timing, edge_s, cloud_s)
+        row["bytes_up"] = int(row["bytes_up"]) + backhaul_up  # type: ignore[call-overload]
+        row["bytes_down"] = int(row["bytes_down"]) + sum(t.num_bytes for t in fetch.values())  # type: ignore[call-overload]
+        self._device_rows(round_index, timing.outcomes)
+        return row, synced
+
+    def _aggregate(
+        self, used: list[DeviceOutcome], handles: dict[int, object], synced: bool
+    ) -> None:
+        """Aggregate used updates per edge in (arrival, device id) order; then the cloud."""
+        if self.runtime is None:
+            self._pending_edges = bool(used or self._pending_edges) and not synced
+            return
+        kept_ids = {o.plan.device_id for o in used}
+        self.runtime.discard([h for d, h in sorted(handles.items()) if d not in kept_ids])
+        per_edge: dict[int, list[object]] = {}
+        for o in used:  # already in (arrival time, device id) order
+            per_edge.setdefault(o.plan.edge_id, []).append(handles[o.plan.device_id])
+        for edge_id, edge_handles in sorted(per_edge.items()):
+            self.runtime.aggregate_edge(edge_id, edge_handles)
+        self._pending_edges = bool(per_edge or self._pending_edges) and not synced
+        if synced:
+            self.runtime.sync_cloud()
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def _energy(self, o: DeviceOutcome) -> float:
+        hw = self._device_hw[int(self.population.group_of[o.plan.device_id])]
+        return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s)
+
+    def _round_row(
+        self, round_index: int, version: int, start: float, timing: RoundTiming,
+        edge_s: float, cloud_s: float,
+    ) -> dict[str, object]:  # fmt: skip
+        outs = timing.outcomes
+        kept = timing.kept
+
+        def mean(attr: str) -> float:
+            return float(np.mean([getattr(o, attr) for o in kept])) if kept else 0.0
+
+        return {
+            "version": version,
+            "round": round_index,
+            "round_start_s": start,
+            "virtual_time_s": self.env.now,
+            "participants": len(outs),
+            "completed": len(kept),
+            "stragglers": sum(o.status is Status.STRAGGLER for o in outs),
+            "dropped": sum(o.status is Status.DROPPED for o in outs),
+            "bytes_up": sum(o.bytes_up for o in outs),
+            "bytes_down": sum(o.bytes_down for o in outs),
+            "energy_j": float(sum(self._energy(o) for o in outs)),
+            "download_s": mean("download_s"),
+            "compute_s": mean("compute_s"),
+            "upload_s": mean("upload_s"),
+            "wait_s": mean("wait_s"),
+            "edge_s": edge_s,
+            "cloud_s": cloud_s,
+        }
+
+    def _device_rows(self, round_index: int, outcomes: list[DeviceOutcome]) -> None:
+        for o in outcomes:
+            d = o.plan.device_id
+            group = self.population.groups[int(self.population.group_of[d])]
+            self.result.device_rounds.append(
+                (
+                    round_index, d, o.plan.edge_id, group.hardware, group.link, o.status.value,
+                    o.start_s, o.end_s, o.download_s, o.compute_s, o.upload_s, o.wait_s,
+                    o.bytes_up, o.bytes_down, self._energy(o),
+                )
+            )  # fmt: skip
+
+    # -- the run -------------------------------------------------------------------------
+
+    def _evaluate(self, version: int, row: dict[str, object]) -> float | None:
+        """Evaluate the global model if due; fill the row's accuracy columns."""
+        row.update(dict.fromkeys(ACCURACY_COLUMNS))
+        if self.runtime is None:
+            return None
+        ua_ids = range(self.population.num_devices) if self.scenario.evaluation.ua else range(0)
+        ev: Evaluation = self.runtime.evaluate(ua_ids)
+        row["accuracy"], row["loss"] = ev.accuracy, ev.loss
+        q = ev.ua_quantiles()
+        if q is not None:
+            row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
+            self.result.device_ua.extend((version, d, ev.ua[d]) for d in sorted(ev.ua))
+        return ev.accuracy
+
+    def run(self) -> SimulationResult:
+        """Run rounds until a stop rule holds; return the result rows."""
+        self.result = SimulationResult()
+        stop = self.scenario.stop
+        every = self.scenario.evaluation.every
+        version = 0
+        evaluated_version = -1
+        for round_index in range(stop.max_rounds):
+            wall0 = time.perf_counter()
+            row, synced = self.run_one(round_index, version)
+            version += int(synced)
+            last = round_index + 1 == stop.max_rounds or (
+                stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s
+            )
+            due = synced and (version % every == 0 or last) and version != evaluated_version
+            accuracy = None
+            if due:
+                accuracy = self._evaluate(version, row)
+                evaluated_version = version
+            else:
+                row.update(dict.fromkeys(ACCURACY_COLUMNS))
+            self.result.rounds.append(tuple(row[c] for c in ROUND_COLUMNS))
+            self.result.wall_s_per_round.append(time.perf_counter() - wall0)
+            if self.on_round is not None:
+                self.on_round(row)
+            target = stop.target_accuracy
+            if target is not None and accuracy is not None and accuracy >= target:
+                self.result.stopped_by = "target_accuracy"
+                break
+            if stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s:
+                self.result.stopped_by = "max_virtual_s"
+                break
+        else:
+            self.result.stopped_by = "max_rounds"
+        return self.result
