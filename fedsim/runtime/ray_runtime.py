@@ -1,0 +1,235 @@
+"""The Ray runtime: cloud, edge and device-host actors; the driver holds only references."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from fedsim.algorithms.base import Aggregate, DeviceUpdate, State
+from fedsim.config import RuntimeSpec
+from fedsim.data import Dataset, DevicePartition
+from fedsim.errors import RuntimeFailure
+from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
+from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+
+
+def _light(setup: LearningSetup) -> LearningSetup:
+    """Return the setup without the dataset and partitions (they travel separately)."""
+    return dataclasses.replace(setup, partitions=())
+
+
+@ray.remote(num_cpus=1)
+class DeviceHostActor:
+    """A Ray actor owning many devices: their data views, training and evaluation."""
+
+    def __init__(
+        self, host_id: int, setup: LearningSetup, dataset: Dataset,
+        partitions: dict[int, DevicePartition],
+    ) -> None:  # fmt: skip
+        full = dataclasses.replace(setup, dataset=dataset)
+        self.host = DeviceHost(host_id, full, partitions)
+
+    def train(
+        self, base: State, round_index: int, device_ids: list[int]
+    ) -> DeviceUpdate | tuple[DeviceUpdate, ...]:
+        """Train the devices; one return value per device."""
+        updates = self.host.train(base, round_index, device_ids)
+        return updates[0] if len(updates) == 1 else tuple(updates)
+
+    def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
+        """Return each device's UA."""
+        return self.host.evaluate(state, device_ids)
+
+
+@ray.remote(num_cpus=0)
+class EdgeActor:
+    """A Ray actor holding one edge's model; aggregates its devices' updates."""
+
+    def __init__(self, setup: LearningSetup, state: State) -> None:
+        self.edge = EdgeServer(setup, state)
+
+    def model(self) -> State:
+        """Return the edge's current model."""
+        return self.edge.model()
+
+    def aggregate(self, *updates: DeviceUpdate) -> int:
+        """Aggregate the (already resolved) updates, in argument order."""
+        self.edge.aggregate(*updates)
+        return len(updates)
+
+    def upload(self) -> Aggregate:
+        """Return the edge's payload and weight for the cloud."""
+        return self.edge.upload()
+
+    def receive(self, state: State) -> None:
+        """Take the new global model."""
+        self.edge.receive(state)
+
+
+@ray.remote(num_cpus=0)
+class CloudActor:
+    """A Ray actor holding the global model and any server-side optimiser state."""
+
+    def __init__(self, setup: LearningSetup, dataset: Dataset) -> None:
+        self.cloud = CloudServer(dataclasses.replace(setup, dataset=dataset))
+
+    def model(self) -> State:
+        """Return the global model."""
+        return self.cloud.model()
+
+    def aggregate(self, *edges: Aggregate) -> State:
+        """Aggregate the edges' uploads into the global model."""
+        return self.cloud.aggregate(*edges)
+
+    def evaluate(self) -> tuple[float, float]:
+        """Return global accuracy and loss."""
+        return self.cloud.evaluate()
+
+
+class RayRuntime(Runtime):
+    """Runs the model math on Ray actors: one cloud, one per edge, ``workers`` device hosts.
+
+    Devices are assigned to hosts by ``device_id % workers``. Every wait on Ray is bounded
+    by ``spec.timeout_s``; a dead actor or a time-out becomes a :class:`RuntimeFailure`
+    naming the actor and what it was doing. Ray is shut down on :meth:`close` if this
+    runtime started it.
+
+    Parameters
+    ----------
+    setup : LearningSetup
+        The learning side of the scenario.
+    spec : RuntimeSpec
+        Workers, address, timeout, dashboard.
+    """
+
+    def __init__(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
+        self._timeout_s = spec.timeout_s
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            if spec.address:
+                ray.init(address=spec.address, include_dashboard=spec.dashboard,
+                         log_to_driver=False)  # fmt: skip
+            else:
+                ray.init(
+                    num_cpus=spec.workers,
+                    include_dashboard=spec.dashboard,
+                    dashboard_host="127.0.0.1",
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+        try:
+            self._start(setup, spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
+        light = _light(setup)
+        dataset_ref = ray.put(setup.dataset)
+        n_hosts = min(spec.workers, max(1, len(setup.partitions)))
+        self._num_hosts = n_hosts
+        self._hosts = [
+            DeviceHostActor.remote(  # type: ignore[attr-defined]
+                h,
+                light,
+                dataset_ref,
+                {d: p for d, p in enumerate(setup.partitions) if d % n_hosts == h},
+            )
+            for h in range(n_hosts)
+        ]
+        self._cloud = CloudActor.remote(light, dataset_ref)  # type: ignore[attr-defined]
+        initial = self._cloud.model.remote()
+        self._edges = [
+            EdgeActor.remote(light, initial)  # type: ignore[attr-defined]
+            for _ in range(setup.num_edges)
+        ]
+        self._calls: dict[Any, str] = {}  # return ref -> what it was (for error messages)
+        self._get(initial, "starting the cloud actor")
+
+    def _get(self, refs: Any, what: str) -> Any:
+        """``ray.get`` with the time-out; failures name what was being done."""
+        try:
+            return ray.get(refs, timeout=self._timeout_s)
+        except GetTimeoutError:
+            raise RuntimeFailure(
+                f"timed out after {self._timeout_s:g} s while {what} "
+                "(raise runtime.timeout_s if the work is simply slow)"
+            ) from None
+        except RayActorError as exc:
+            raise RuntimeFailure(f"an actor died while {what}: {self._culprit()}{exc}") from None
+        except RayError as exc:
+            raise RuntimeFailure(f"failed while {what}: {self._culprit()}{exc}") from None
+
+    def _culprit(self) -> str:
+        """Name the device-host calls that failed, if any (checked without blocking)."""
+        bad = []
+        for ref, what in list(self._calls.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ref, timeout=0)
+                except RayError:
+                    bad.append(what)
+        return ("; ".join(sorted(set(bad))) + ": ") if bad else ""
+
+    def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[Any]:
+        """Submit one call per host for its share of ``device_ids``; return one ref each."""
+        base = self._edges[edge_id].model.remote()
+        by_host: dict[int, list[int]] = {}
+        for d in device_ids:
+            by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
+        ref_of: dict[int, Any] = {}
+        for h, ids in sorted(by_host.items()):
+            refs = self._hosts[h].train.options(num_returns=len(ids)).remote(base, round_index, ids)
+            refs = [refs] if len(ids) == 1 else list(refs)
+            what = f"device host {h} training devices {ids} in round {round_index}"
+            for d, ref in zip(ids, refs, strict=True):
+                ref_of[d] = ref
+                self._calls[ref] = what
+        return [ref_of[int(d)] for d in device_ids]
+
+    def aggregate_edge(self, edge_id: int, handles: Sequence[Any]) -> None:
+        """Hand the update refs to the edge actor, in order; Ray resolves them there."""
+        ref = self._edges[edge_id].aggregate.remote(*handles)
+        self._calls[ref] = f"edge {edge_id} aggregating {len(handles)} updates"
+
+    def sync_cloud(self) -> None:
+        """Aggregate edges at the cloud and push the new model back; waits for it."""
+        new = self._cloud.aggregate.remote(*(e.upload.remote() for e in self._edges))
+        done = [e.receive.remote(new) for e in self._edges]
+        self._get(list(self._calls) + done, "aggregating edge models at the cloud")
+        self._calls.clear()
+
+    def discard(self, handles: Sequence[Any]) -> None:
+        """Forget discarded updates (their memory is freed when the refs go)."""
+        for h in handles:
+            self._calls.pop(h, None)
+
+    def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
+        """Evaluate the global model on the cloud and UA on the hosts, in parallel."""
+        model = self._cloud.model.remote()
+        acc_ref = self._cloud.evaluate.remote()
+        by_host: dict[int, list[int]] = {}
+        for d in ua_device_ids:
+            by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
+        ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
+        accuracy, loss = self._get(acc_ref, "evaluating the global model")
+        ua: dict[int, float] = {}
+        for h, ref in sorted(ua_refs.items()):
+            ua.update(zip(by_host[h], self._get(ref, f"device host {h} evaluating UA"),
+                          strict=True))  # fmt: skip
+        return Evaluation(accuracy, loss, ua)
+
+    def close(self) -> None:
+        """Kill the actors and shut Ray down if this runtime started it."""
+        for actor in [*getattr(self, "_hosts", []), *getattr(self, "_edges", [])]:
+            ray.kill(actor)
+        if hasattr(self, "_cloud"):
+            ray.kill(self._cloud)
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
