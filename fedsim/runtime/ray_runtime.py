@@ -133,8 +133,11 @@ class RayRuntime(Runtime):
         dataset_ref = ray.put(setup.dataset)
         n_hosts = min(spec.workers, max(1, len(setup.partitions)))
         self._num_hosts = n_hosts
+        # one CPU per host, or an equal share when more hosts than CPUs are asked for
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        host_cpus = min(1.0, cpus / n_hosts)
         self._hosts = [
-            DeviceHostActor.remote(  # type: ignore[attr-defined]
+            DeviceHostActor.options(num_cpus=host_cpus).remote(  # type: ignore[attr-defined]
                 h,
                 light,
                 dataset_ref,
