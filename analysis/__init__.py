@@ -1,0 +1,75 @@
+"""Analysis of fedsim run and sweep folders: loading, time-to-target, tables, plots, reports."""
+
+from analysis.load import (
+    RunData,
+    RunSet,
+    device_rounds_frame,
+    device_ua_frame,
+    is_run_dir,
+    is_sweep_dir,
+    load,
+    load_run,
+    load_runs,
+    load_sweep,
+    rounds_frame,
+)
+from analysis.metrics import (
+    NOT_REACHED,
+    MeanCI,
+    mean_ci,
+    rounds_to_target,
+    target_frame,
+    target_summary,
+    time_to_target,
+)
+from analysis.plots import (
+    plot_cumulative,
+    plot_curves,
+    plot_device_timeline,
+    plot_metric,
+    plot_time_breakdown,
+    plot_ua_boxplot,
+    save_figure,
+)
+from analysis.report import write_report
+from analysis.tables import (
+    summary_table,
+    target_table,
+    time_breakdown,
+    time_breakdown_table,
+    to_markdown,
+)
+
+__all__ = [
+    "NOT_REACHED",
+    "MeanCI",
+    "RunData",
+    "RunSet",
+    "device_rounds_frame",
+    "device_ua_frame",
+    "is_run_dir",
+    "is_sweep_dir",
+    "load",
+    "load_run",
+    "load_runs",
+    "load_sweep",
+    "mean_ci",
+    "plot_cumulative",
+    "plot_curves",
+    "plot_device_timeline",
+    "plot_metric",
+    "plot_time_breakdown",
+    "plot_ua_boxplot",
+    "rounds_frame",
+    "rounds_to_target",
+    "save_figure",
+    "summary_table",
+    "target_frame",
+    "target_summary",
+    "target_table",
+    "time_breakdown",
+    "time_breakdown_table",
+    "time_to_target",
+    "to_markdown",
+    "write_report",
+]

@@ -1,0 +1,281 @@
+"""Time and rounds to a target metric per run, and their mean and confidence interval over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import RunData, RunSet
+
+__all__ = [
+    "NOT_REACHED",
+    "MeanCI",
+    "mean_ci",
+    "student_t_ppf",
+    "time_to_target",
+    "rounds_to_target",
+    "target_frame",
+    "target_summary",
+]
+
+#: What tables show where a target was not reached (never a silent NaN).
+NOT_REACHED = "not reached"
+
+
+def _rounds_of(run: RunData | pd.DataFrame) -> pd.DataFrame:
+    return run.rounds if isinstance(run, RunData) else run
+
+
+def _first_hit(rounds: pd.DataFrame, metric: str, target: float) -> int | None:
+    """Return the positional index of the first round whose ``metric`` is >= ``target``."""
+    if metric not in rounds.columns:
+        raise KeyError(f"no column {metric!r} in rounds.csv (have: {', '.join(rounds.columns)})")
+    values = pd.to_numeric(rounds[metric], errors="coerce").to_numpy(dtype=float)
+    hits = np.flatnonzero(values >= target)  # NaN (not evaluated) compares False
+    return int(hits[0]) if hits.size else None
+
+
+def time_to_target(
+    run: RunData | pd.DataFrame, metric: str = "accuracy", target: float = 0.9
+) -> float | None:
+    """Return the virtual time at which ``metric`` first reaches ``target``.
+
+    The time is the ``virtual_time_s`` of the first evaluated round whose ``metric``
+    is at least ``target``: the virtual time at which that model version exists.
+
+    Parameters
+    ----------
+    run : RunData or pandas.DataFrame
+        A run, or its ``rounds.csv`` frame.
+    metric : str
+        A column of ``rounds.csv`` (``accuracy``, ``ua_mean``, ``ua_p10``, ...).
+    target : float
+        The threshold (inclusive).
+
+    Returns
+    -------
+    float or None
+        Virtual seconds, or None if the run never reached the target.
+    """
+    rounds = _rounds_of(run)
+    i = _first_hit(rounds, metric, target)
+    return None if i is None else float(rounds["virtual_time_s"].iloc[i])
+
+
+def rounds_to_target(
+    run: RunData | pd.DataFrame, metric: str = "accuracy", target: float = 0.9
+) -> int | None:
+    """Return how many rounds ran until ``metric`` first reached ``target``.
+
+    Rounds are counted in order of ``virtual_time_s``, the first round being 1, as in
+    MTFL's Tables 2-3 ("communication rounds required to reach the target").
+
+    Parameters
+    ----------
+    run : RunData or pandas.DataFrame
+        A run, or its ``rounds.csv`` frame.
+    metric : str
+        A column of ``rounds.csv``.
+    target : float
+        The threshold (inclusive).
+
+    Returns
+    -------
+    int or None
+        The number of rounds, or None if the run never reached the target.
+    """
+    i = _first_hit(_rounds_of(run), metric, target)
+    return None if i is None else i + 1
+
+
+def student_t_ppf(q: float, df: int) -> float:
+    """Return the ``q`` quantile of Student's t distribution with ``df`` degrees of freedom.
+
+    Computed by bisection on the CDF (via the regularised incomplete beta function), so
+    no SciPy is needed; accurate to about 1e-10.
+    """
+    if not 0 < q < 1:
+        raise ValueError("q must be in (0, 1)")
+    if df < 1:
+        raise ValueError("df must be at least 1")
+    if q < 0.5:
+        return -student_t_ppf(1 - q, df)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < q:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return 0.5 * (lo + hi)
+
+
+def _t_cdf(t: float, df: int) -> float:
+    x = df / (df + t * t)
+    tail = 0.5 * _betainc(df / 2, 0.5, x)
+    return 1 - tail if t >= 0 else tail
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by Lentz's continued fraction."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    ln_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        num = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
+        for step in (num, -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + step * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + step / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return math.exp(ln_front) * h / a
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """A sample mean with a two-sided Student-t confidence interval.
+
+    ``low`` and ``high`` equal ``mean`` for a single value (no spread can be estimated);
+    all are NaN for an empty sample.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+    @property
+    def half_width(self) -> float:
+        """Return half the interval's width."""
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> MeanCI:
+    """Return the mean of ``values`` and its Student-t confidence interval.
+
+    Parameters
+    ----------
+    values : sequence of float
+        One value per seed.
+    confidence : float
+        Two-sided coverage, e.g. 0.95.
+    """
+    arr = np.asarray(values, dtype=float)
+    n = int(arr.size)
+    if n == 0:
+        return MeanCI(math.nan, math.nan, math.nan, 0, confidence)
+    mean = float(arr.mean())
+    if n == 1:
+        return MeanCI(mean, mean, mean, 1, confidence)
+    sem = float(arr.std(ddof=1)) / math.sqrt(n)
+    half = student_t_ppf(0.5 + confidence / 2, n - 1) * sem
+    return MeanCI(mean, mean - half, mean + half, n, confidence)
+
+
+def _runs_list(runs: RunSet | Sequence[RunData]) -> tuple[list[RunData], list[str]]:
+    if isinstance(runs, RunSet):
+        return list(runs.runs), list(runs.grid_keys)
+    return list(runs), []
+
+
+def target_frame(
+    runs: RunSet | Sequence[RunData], metric: str = "accuracy", target: float = 0.9
+) -> pd.DataFrame:
+    """Return one row per run with its time and rounds to target.
+
+    Columns: ``run_id``, ``label``, one per grid key, ``seed``, ``reached`` (bool),
+    ``time_s`` and ``rounds`` (NaN where ``reached`` is False — the flag says why).
+    """
+    run_list, keys = _runs_list(runs)
+    rows = []
+    for run in run_list:
+        t = time_to_target(run, metric, target)
+        r = rounds_to_target(run, metric, target)
+        row: dict[str, object] = {"run_id": run.run_id, "label": run.label}
+        row.update({k: run.params.get(k, "") for k in keys})
+        row.update(
+            seed=run.seed,
+            reached=t is not None,
+            time_s=math.nan if t is None else t,
+            rounds=math.nan if r is None else r,
+        )
+        rows.append(row)
+    return pd.DataFrame(
+        rows, columns=["run_id", "label", *keys, "seed", "reached", "time_s", "rounds"]
+    )
+
+
+def target_summary(
+    runs: RunSet | Sequence[RunData],
+    metric: str = "accuracy",
+    target: float = 0.9,
+    by: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Aggregate time and rounds to target over the seeds of each configuration.
+
+    Parameters
+    ----------
+    runs : RunSet or sequence of RunData
+        The runs.
+    metric, target : str, float
+        As in :func:`time_to_target`.
+    by : sequence of str, optional
+        Columns that name a configuration; default: the grid keys, else ``label``.
+    confidence : float
+        Coverage of the Student-t interval.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per configuration: the ``by`` columns, ``n_runs``, ``n_reached``,
+        ``status`` (``"reached"``, ``"partly reached"`` or ``"not reached"``), and for
+        ``time_s`` and ``rounds``: ``*_mean``, ``*_ci_low``, ``*_ci_high`` over the
+        seeds that reached the target. With ``status == "not reached"`` these are NaN
+        and the status string says so; tables show the string, never the NaN.
+    """
+    per_run = target_frame(runs, metric, target)
+    _, keys = _runs_list(runs)
+    by = list(by) if by is not None else (keys or ["label"])
+    out_rows = []
+    for values, group in per_run.groupby(by, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        reached = group[group["reached"]]
+        n_runs, n_reached = len(group), len(reached)
+        status = (
+            "reached"
+            if n_reached == n_runs
+            else "not reached"
+            if n_reached == 0
+            else "partly reached"
+        )
+        row: dict[str, object] = dict(zip(by, values, strict=True))
+        row.update(n_runs=n_runs, n_reached=n_reached, status=status)
+        for col in ("time_s", "rounds"):
+            ci = mean_ci(reached[col].to_numpy(dtype=float), confidence)
+            row.update({f"{col}_mean": ci.mean, f"{col}_ci_low": ci.low, f"{col}_ci_high": ci.high})
+        out_rows.append(row)
+    return pd.DataFrame(out_rows)

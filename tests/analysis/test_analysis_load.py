@@ -1,0 +1,76 @@
+import json
+
+import pandas as pd
+import pytest
+
+from analysis import is_run_dir, is_sweep_dir, load, load_run, load_sweep, rounds_frame
+
+
+def test_load_run_reads_all_files(hand_run):
+    run = load_run(hand_run)
+    assert run.run_id == "hand_run"
+    assert run.seed == 4
+    assert list(run.rounds["round"]) == [1, 2, 3, 4, 5]
+    assert pd.isna(run.rounds.loc[1, "accuracy"])  # not evaluated stays NaN in data
+    assert set(run.device_rounds["status"]) == {"completed", "dropped", "straggler"}
+    assert len(run.device_ua) == 12
+    assert run.summary["bytes_up"] == 500
+    assert run.label == "hand"
+
+
+def test_phases_add_up_to_round_time(hand_run):
+    frame = rounds_frame([load_run(hand_run)])
+    phases = frame[["download_s", "compute_s", "upload_s", "wait_s", "edge_s", "cloud_s"]]
+    assert (phases.sum(axis=1) - frame["round_time_s"]).abs().max() < 1e-9
+    assert list(frame["round_index"]) == [1, 2, 3, 4, 5]
+    assert list(frame["cum_bytes"]) == [220, 440, 660, 880, 1100]
+    assert frame["cum_energy_j"].iloc[-1] == 15.0
+
+
+def test_incomplete_run_folder_is_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "rounds.csv").write_text("version,round\n")
+    with pytest.raises(FileNotFoundError, match="no run.json"):
+        load_run(tmp_path / "x")
+
+
+def test_missing_optional_files(hand_run):
+    (hand_run / "device_ua.csv").unlink()
+    (hand_run / "device_rounds.csv").unlink()
+    run = load_run(hand_run)
+    assert run.device_ua.empty and "accuracy" in run.device_ua.columns
+    assert run.device_rounds.empty and "status" in run.device_rounds.columns
+
+
+def test_load_sweep_and_dispatch(demo_sweep):
+    assert is_sweep_dir(demo_sweep) and not is_run_dir(demo_sweep)
+    rs = load_sweep(demo_sweep)
+    assert rs.grid_keys == ["rounds.participants"]
+    assert len(rs) == 6
+    assert {r.params["rounds.participants"] for r in rs} == {"3", "30"}
+    tidy = rs.rounds()
+    assert {"run_id", "seed", "label", "rounds.participants", "accuracy"} <= set(tidy.columns)
+    assert len(tidy) == 6 * 12
+    assert len(load(demo_sweep)) == 6
+    assert len(load(demo_sweep / "runs")) == 6  # a folder of run folders
+    assert len(load(rs[0].run_dir)) == 1
+
+
+def test_load_sweep_skips_runs_not_finished(tmp_path, make_hand_run):
+    make_hand_run(tmp_path / "runs" / "a")
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "k": ["1", "2"],
+            "seed": ["1", "1"],
+            "status": ["done", "failed"],
+            "run_dir": ["runs/a", "runs/b"],
+        }
+    ).to_csv(tmp_path / "index.csv", index=False)
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": {"k": ["1", "2"]}}))
+    rs = load_sweep(tmp_path)
+    assert [r.run_id for r in rs] == ["a"]
+    assert rs[0].params == {"k": "1"}
+    with pytest.raises(FileNotFoundError):
+        load_sweep(tmp_path, complete_only=False)

@@ -1,0 +1,127 @@
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fedsim.errors import InputError
+from fedsim.sweep import SweepError, parse_grid, plan_sweep, run_id_for, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
+FAST = ["stop.max_rounds=2", "stop.target_accuracy=null"]
+
+
+def test_parse_grid():
+    assert parse_grid(["rounds.participants=3,5,10"]) == {"rounds.participants": ["3", "5", "10"]}
+    grid = parse_grid(["b.x = 1, 2", "a=fedavg"])
+    assert list(grid) == ["b.x", "a"] and grid["b.x"] == ["1", "2"]
+
+
+@pytest.mark.parametrize("item", ["noequals", "=1,2", "a=1,,2", "seed=1,2", "a=1,1"])
+def test_parse_grid_rejects(item):
+    with pytest.raises(InputError):
+        parse_grid([item])
+
+
+def test_parse_grid_reports_every_problem():
+    with pytest.raises(InputError) as err:
+        parse_grid(["x", "a=1", "a=2"])
+    assert len(err.value.problems) == 2
+
+
+def test_plan_sweep_order_ids_and_seeds():
+    runs = plan_sweep({"k": ["3", "5"], "algorithm.use": ["pkg.mod:Cls"]}, seeds=2, base_seed=7)
+    assert [r.run_id for r in runs] == [
+        "k=3__algorithm.use=pkg.mod-Cls__seed=7",
+        "k=3__algorithm.use=pkg.mod-Cls__seed=8",
+        "k=5__algorithm.use=pkg.mod-Cls__seed=7",
+        "k=5__algorithm.use=pkg.mod-Cls__seed=8",
+    ]
+    assert [r.seed for r in runs] == [7, 8, 7, 8]
+    assert runs[0].run_dir == "runs/" + runs[0].run_id
+    assert run_id_for({}, 3) == "seed=3"
+    with pytest.raises(InputError):
+        plan_sweep({}, seeds=0, base_seed=1)
+
+
+def _index(sweep: Path) -> list[dict[str, str]]:
+    with (sweep / "index.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+needs_cli = pytest.mark.skipif(not QUICKSTART.is_file(), reason="scenarios/quickstart.yaml missing")
+
+
+@needs_cli
+@pytest.mark.slow
+def test_sweep_runs_resumes_and_loads(tmp_path):
+    out = tmp_path / "sweep"
+    grid = {"rounds.participants": ["3", "5"]}
+    assert run_sweep(QUICKSTART, grid, seeds=2, out_dir=out, parallel=2, extra_sets=FAST) == out
+    rows = _index(out)
+    assert [r["run_id"] for r in rows] == [
+        "rounds.participants=3__seed=1",
+        "rounds.participants=3__seed=2",
+        "rounds.participants=5__seed=1",
+        "rounds.participants=5__seed=2",
+    ]
+    assert list(rows[0]) == ["run_id", "rounds.participants", "seed", "status", "run_dir"]
+    assert {r["status"] for r in rows} == {"done"}
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["grid"] == grid and meta["scenario"] == str(QUICKSTART)
+    for r in rows:
+        run = json.loads((out / r["run_dir"] / "run.json").read_text())
+        assert run["seed"] == int(r["seed"])
+        assert run["scenario"]["rounds"]["participants"] == int(r["rounds.participants"])
+        assert run["summary"]["rounds"] == 2
+
+    # resume: only the missing run is run again, complete runs are left alone
+    stamps = {r["run_id"]: (out / r["run_dir"] / "run.json").stat().st_mtime_ns for r in rows}
+    shutil.rmtree(out / rows[1]["run_dir"])
+    (out / rows[1]["run_dir"]).mkdir()  # a leftover without run.json
+    run_sweep(QUICKSTART, grid, seeds=2, out_dir=out, parallel=1, extra_sets=FAST)
+    for r in _index(out):
+        mtime = (out / r["run_dir"] / "run.json").stat().st_mtime_ns
+        assert (mtime == stamps[r["run_id"]]) == (r["run_id"] != rows[1]["run_id"])
+        assert r["status"] == "done"
+
+    from analysis import load_sweep, target_table
+
+    rs = load_sweep(out)
+    assert len(rs) == 4
+    assert len(target_table(rs, "accuracy", 0.01)) == 2
+
+    with pytest.raises(InputError, match="another scenario, grid"):
+        run_sweep(QUICKSTART, {"rounds.participants": ["3"]}, seeds=2, out_dir=out, extra_sets=FAST)
+
+
+@needs_cli
+def test_sweep_failure_names_the_run(tmp_path):
+    out = tmp_path / "bad"
+    bad = "topology.edges.0.devices.0.hardware"
+    with pytest.raises(SweepError) as err:
+        run_sweep(QUICKSTART, {bad: ["no_such_profile"]}, seeds=1, out_dir=out, extra_sets=FAST)
+    run_id = f"{bad}=no_such_profile__seed=1"
+    msg = str(err.value)
+    assert run_id in msg
+    assert "no_such_profile" in msg.split("stderr (last lines)")[1]
+    assert _index(out)[0]["status"] == "failed"
+    assert (out / "logs" / f"{run_id}.log").is_file()
+
+
+@needs_cli
+def test_sweep_validates_every_combination_before_running(tmp_path):
+    out = tmp_path / "typo"
+    with pytest.raises(InputError) as err:
+        run_sweep(
+            QUICKSTART,
+            {"rounds.participants": ["3", "999", "0"]},
+            seeds=3,
+            out_dir=out,
+        )
+    problems = err.value.problems
+    assert any("participants=999" in p and "larger than the 30 devices" in p for p in problems)
+    assert any(p.startswith("[rounds.participants=0]") for p in problems)
+    assert not (out / "runs").exists()  # nothing started
