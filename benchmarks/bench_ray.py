@@ -13,9 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from fedsim.api import check, run, _partitions
+from fedsim.api import _partitions, check, run
 from fedsim.config import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +26,11 @@ def main() -> int:
     args = ap.parse_args()
     data = os.environ.get("FEDSIM_DATA", str(REPO.parent / "shared" / "data"))
     sets = [
-        f"data.dir={data}", f"stop.max_rounds={args.rounds}", "stop.target_accuracy=null",
-        f"rounds.participants={args.devices}", "rounds.participation=null",
+        f"data.dir={data}",
+        f"stop.max_rounds={args.rounds}",
+        "stop.target_accuracy=null",
+        f"rounds.participants={args.devices}",
+        "rounds.participation=null",
         "evaluation.ua=false",
     ]
     out = Path(tempfile.mkdtemp())
@@ -43,16 +44,21 @@ def main() -> int:
         res = run(sc, out / label)
         per_round = json.loads((res.path / "timings.json").read_text())["wall_s_per_round"]
         results[label] = statistics.median(per_round[1:]) if len(per_round) > 1 else per_round[0]
-        print(f"{label:7s} {results[label]:.3f} s/round (median after the first), "
-              f"first round {per_round[0]:.2f} s", flush=True)
+        print(
+            f"{label:7s} {results[label]:.3f} s/round (median after the first), "
+            f"first round {per_round[0]:.2f} s",
+            flush=True,
+        )
     print(f"speed-up ray 2 workers vs 1 worker: {results['ray-1'] / results['ray-2']:.2f}x")
     print(f"ray 2 workers vs inline: {results['inline'] / results['ray-2']:.2f}x")
     prep = check(load_scenario(REPO / "scenarios" / "mnist_2nn.yaml", sets))
     parts = _partitions(prep)
     idx_bytes = sum(p.train_idx.nbytes + p.test_idx.nbytes for p in parts)
-    print(f"per-device memory in a host: {idx_bytes / len(parts):.0f} bytes of indices "
-          f"(the dataset, {prep.dataset.x_train.nbytes / 1e6:.0f} MB, is shared once per "
-          "node through Ray's object store, not copied per device)")
+    print(
+        f"per-device memory in a host: {idx_bytes / len(parts):.0f} bytes of indices "
+        f"(the dataset, {prep.dataset.x_train.nbytes / 1e6:.0f} MB, is shared once per "
+        "node through Ray's object store, not copied per device)"
+    )
     return 0
 
 

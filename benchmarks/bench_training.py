@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,28 +36,43 @@ OPT = LocalSGD(lr=0.1, local_epochs=1, batch_size=20)
 def two_nn(bn: bool, seed: int) -> nn.Module:
     mid: list[nn.Module] = [nn.BatchNorm1d(200)] if bn else []
     model = nn.Sequential(
-        nn.Linear(FEATURES, 200), nn.ReLU(), *mid,
-        nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, CLASSES),
+        nn.Linear(FEATURES, 200),
+        nn.ReLU(),
+        *mid,
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, CLASSES),
     )
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.Linear):
-            bound = m.in_features ** -0.5
+            bound = m.in_features**-0.5
             nn.init.uniform_(m.weight, -bound, bound, generator=g)
             nn.init.uniform_(m.bias, -bound, bound, generator=g)
     return model
 
 
-def raw_loop(model: nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
-             jobs: list[DeviceJob], drop_singleton: bool) -> list[dict]:
+def raw_loop(
+    model: nn.Module,
+    state: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    jobs: list[DeviceJob],
+    drop_singleton: bool,
+) -> list[dict]:
     """Plain PyTorch: one device after another, torch.optim.SGD, index-based batches."""
     model.train()
     out = []
     for job in jobs:
         model.load_state_dict(state)
         sgd = torch.optim.SGD(model.parameters(), lr=OPT.lr)
-        for pos in batch_order(len(job.train_idx), OPT.batch_size, OPT.local_epochs, job.seed,
-                               drop_singleton=drop_singleton):
+        for pos in batch_order(
+            len(job.train_idx),
+            OPT.batch_size,
+            OPT.local_epochs,
+            job.seed,
+            drop_singleton=drop_singleton,
+        ):
             rows = torch.from_numpy(job.train_idx[pos])
             loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
             sgd.zero_grad(set_to_none=True)
@@ -66,16 +82,23 @@ def raw_loop(model: nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
     return out
 
 
-def floor_prepared(model: nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
-                   jobs: list[DeviceJob], group: int) -> Callable[[], None]:
+def floor_prepared(
+    model: nn.Module,
+    state: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    jobs: list[DeviceJob],
+    group: int,
+) -> Callable[[], None]:
     """Return the fused kernel alone: batches pre-gathered, chunk states pre-stacked."""
     plan = _fused_plan(model)
     assert plan is not None
     chunks = []
     for start in range(0, len(jobs), group):
-        chunk = jobs[start:start + group]
-        orders = [j.train_idx[batch_order(len(j.train_idx), OPT.batch_size, 1, j.seed)]
-                  for j in chunk]
+        chunk = jobs[start : start + group]
+        orders = [
+            j.train_idx[batch_order(len(j.train_idx), OPT.batch_size, 1, j.seed)] for j in chunk
+        ]
         rows = [torch.from_numpy(np.stack([o[s] for o in orders])) for s in range(len(orders[0]))]
         chunks.append(([x[r] for r in rows], [y[r] for r in rows]))
 
@@ -129,30 +152,47 @@ def main() -> None:
     x = torch.rand(DEVICES * SAMPLES, FEATURES, generator=g)
     y = torch.randint(0, CLASSES, (DEVICES * SAMPLES,), generator=g)
     perm = np.random.default_rng(0).permutation(DEVICES * SAMPLES).astype(np.int64)
-    jobs = [DeviceJob(d, perm[d * SAMPLES:(d + 1) * SAMPLES], seed=10_000 + d)
-            for d in range(DEVICES)]
-    print(f"{DEVICES} devices x {SAMPLES} samples, 2NN, lr {OPT.lr}, E {OPT.local_epochs}, "
-          f"B {OPT.batch_size}; group size {args.group_size}; best of {args.repeats}; "
-          f"seconds per round")
+    jobs = [
+        DeviceJob(d, perm[d * SAMPLES : (d + 1) * SAMPLES], seed=10_000 + d) for d in range(DEVICES)
+    ]
+    print(
+        f"{DEVICES} devices x {SAMPLES} samples, 2NN, lr {OPT.lr}, E {OPT.local_epochs}, "
+        f"B {OPT.batch_size}; group size {args.group_size}; best of {args.repeats}; "
+        f"seconds per round"
+    )
     for threads in args.threads:
         torch.set_num_threads(threads)
         for bn in (False, True):
             model = two_nn(bn, seed=1)
             state = {k: v.clone() for k, v in model.state_dict().items()}
-            rep = args.repeats
-            t_raw = best(lambda: raw_loop(model, state, x, y, jobs, bn), rep)  # noqa: B023
-            t_loop = best(lambda: train_loop(model, state, x, y, jobs, OPT), rep)  # noqa: B023
-            t_vec = best(lambda: train_vectorized(  # noqa: B023
-                model, state, x, y, jobs, OPT, group_size=args.group_size), rep)
-            t_floor = best(floor_prepared(model, state, x, y, jobs, args.group_size), rep)
-            t_gemm = best(gemm_only(args.group_size), rep)
-            line = (f"threads={threads} bn={bn!s:5} raw={t_raw:.3f} train_loop={t_loop:.3f} "
-                    f"vectorized={t_vec:.3f} floor={t_floor:.3f} gemm_only={t_gemm:.3f} | "
-                    f"vec/raw={t_vec / t_raw:.2f} vec/floor={t_vec / t_floor:.2f}")
+            rep, gsz = args.repeats, args.group_size
+            t_raw = best(partial(raw_loop, model, state, x, y, jobs, bn), rep)
+            t_loop = best(partial(train_loop, model, state, x, y, jobs, OPT), rep)
+            t_vec = best(
+                partial(train_vectorized, model, state, x, y, jobs, OPT, group_size=gsz), rep
+            )
+            t_floor = best(floor_prepared(model, state, x, y, jobs, gsz), rep)
+            t_gemm = best(gemm_only(gsz), rep)
+            line = (
+                f"threads={threads} bn={bn!s:5} raw={t_raw:.3f} train_loop={t_loop:.3f} "
+                f"vectorized={t_vec:.3f} floor={t_floor:.3f} gemm_only={t_gemm:.3f} | "
+                f"vec/raw={t_vec / t_raw:.2f} vec/floor={t_vec / t_floor:.2f}"
+            )
             if args.vmap:
-                t_vmap = best(lambda: train_vectorized(  # noqa: B023
-                    model, state, x, y, jobs, OPT, backend="vmap",
-                    group_size=args.group_size), 1)
+                t_vmap = best(
+                    partial(
+                        train_vectorized,
+                        model,
+                        state,
+                        x,
+                        y,
+                        jobs,
+                        OPT,
+                        backend="vmap",
+                        group_size=gsz,
+                    ),
+                    1,
+                )
                 line += f" vmap={t_vmap:.3f}"
             print(line, flush=True)
 

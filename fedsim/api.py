@@ -20,7 +20,7 @@ from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError
 from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe
 from fedsim.profiles import ProfileLibrary, load_profiles
-from fedsim.results import csv_text, default_out_dir, write_run_folder, check_out_dir
+from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.simulation import (
@@ -84,7 +84,9 @@ def _check_references(scenario: Scenario, profiles: ProfileLibrary, source: str)
             problems.append(f"{source}: {field}: unknown {kind} profile {name!r}; known: {known}")
         elif tiers and profiles.devices[name].tier not in tiers:
             tier = profiles.devices[name].tier
-            problems.append(f"{source}: {field}: {name!r} is a {tier} profile, not {'/'.join(tiers)}")
+            problems.append(
+                f"{source}: {field}: {name!r} is a {tier} profile, not {'/'.join(tiers)}"
+            )
 
     need("device", topo.cloud.hardware, "topology.cloud.hardware", ("cloud", "edge"))
     need("link", topo.cloud.backhaul, "topology.cloud.backhaul")
@@ -101,7 +103,9 @@ def _check_references(scenario: Scenario, profiles: ProfileLibrary, source: str)
     return problems
 
 
-def check(scenario: Scenario, source: str = "scenario", profiles_dir: Path | None = None) -> Prepared:
+def check(
+    scenario: Scenario, source: str = "scenario", profiles_dir: Path | None = None
+) -> Prepared:
     """Resolve and check everything a scenario refers to, without running it.
 
     Raises

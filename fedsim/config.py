@@ -208,10 +208,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
         node: Any = out
         try:
             for key in keys[:-1]:
-                if isinstance(node, list):
-                    node = node[int(key)]
-                else:
-                    node = node.setdefault(key, {})
+                node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
             last = keys[-1]
             if isinstance(node, list):
                 node[int(last)] = parse_scalar(value)

@@ -26,7 +26,7 @@ def _cell(value: object) -> object:
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Return a CSV document with a header row and ``\\n`` line ends."""
+    """Return a CSV document with a header row and Unix line ends."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

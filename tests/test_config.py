@@ -87,7 +87,9 @@ def test_participants_larger_than_population(tmp_path):
 
 
 def test_count_and_fraction_are_exclusive(tmp_path):
-    lines = problems(tmp_path, VALID.replace("participants: 2", "participants: 2, participation: 0.5"))
+    lines = problems(
+        tmp_path, VALID.replace("participants: 2", "participants: 2, participation: 0.5")
+    )
     assert "either participants" in lines[0]
 
 

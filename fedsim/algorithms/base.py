@@ -71,8 +71,13 @@ class Algorithm(ABC):
 
     @abstractmethod
     def train(
-        self, model: torch.nn.Module, base: State, x: torch.Tensor, y: torch.Tensor,
-        tasks: Sequence[DeviceTask], vectorize: bool,
+        self,
+        model: torch.nn.Module,
+        base: State,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        tasks: Sequence[DeviceTask],
+        vectorize: bool,
     ) -> list[DeviceUpdate]:
         """Train the devices of ``tasks`` from ``base`` on rows of ``x``/``y``."""
 
@@ -117,4 +122,7 @@ def build_algorithm(spec: ComponentSpec, source: str = "scenario") -> Algorithm:
 def algorithm_summary(algorithm: Algorithm) -> dict[str, Any]:
     """Return the algorithm's class and resolved params (for run.json)."""
     cls = type(algorithm)
-    return {"class": f"{cls.__module__}:{cls.__qualname__}", "params": algorithm.params.model_dump()}
+    return {
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "params": algorithm.params.model_dump(),
+    }

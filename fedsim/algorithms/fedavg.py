@@ -41,8 +41,13 @@ class FedAvg(Algorithm):
         return ([b] * full + ([rest] if rest else [])) * self.params.local_epochs
 
     def train(
-        self, model: torch.nn.Module, base: State, x: torch.Tensor, y: torch.Tensor,
-        tasks: Sequence[DeviceTask], vectorize: bool,
+        self,
+        model: torch.nn.Module,
+        base: State,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        tasks: Sequence[DeviceTask],
+        vectorize: bool,
     ) -> list[DeviceUpdate]:
         """Run local SGD for each device (lock-step batched when ``vectorize``)."""
         jobs = [DeviceJob(t.device_id, t.train_idx, t.seed) for t in tasks]

@@ -59,7 +59,7 @@ class InlineRuntime(Runtime):
         call = _LazyCall(self._host, self._edges[edge_id].model(), round_index, list(device_ids))
         return [InlineHandle(call, i) for i in range(len(device_ids))]
 
-    def aggregate_edge(self, edge_id: int, handles: Sequence[InlineHandle]) -> None:  # type: ignore[override]
+    def aggregate_edge(self, edge_id: int, handles: Sequence[InlineHandle]) -> None:
         """Aggregate the updates at the edge, in the given order."""
         self._edges[edge_id].aggregate(*(h.result() for h in handles))
 

@@ -12,8 +12,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from fedsim.algorithms.base import Aggregate, Algorithm, DeviceTask, DeviceUpdate, State
-from fedsim.algorithms.base import build_algorithm
+from fedsim.algorithms.base import (
+    Aggregate,
+    Algorithm,
+    DeviceTask,
+    DeviceUpdate,
+    State,
+    build_algorithm,
+)
 from fedsim.data import Dataset, DevicePartition
 from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup

@@ -1,0 +1,1 @@
+"""The simulation clock and its processes: devices, edges, cloud, costs, availability."""

@@ -85,9 +85,7 @@ def aggregation_s(host: DeviceProfile, num_params: int, num_updates: int) -> flo
     return 2.0 * num_params * num_updates / host.flops_per_s
 
 
-def energy_j(
-    device: DeviceProfile, receive_s: float, compute_s: float, transmit_s: float
-) -> float:
+def energy_j(device: DeviceProfile, receive_s: float, compute_s: float, transmit_s: float) -> float:
     """Return the energy of a device's active phases (receive, compute, transmit)."""
     return (
         receive_s * device.power_receive_w

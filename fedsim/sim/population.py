@@ -57,7 +57,7 @@ class Population:
 
     @classmethod
     def from_topology(cls, topology: TopologySpec) -> Population:
-        """Number devices in topology order: edge by edge, group by group."""
+        """Build the table, numbering devices edge by edge, group by group."""
         groups: list[DeviceGroup] = []
         next_id = 0
         for edge_id, edge in enumerate(topology.edges):

@@ -13,7 +13,7 @@ import simpy
 from fedsim.algorithms.base import Algorithm
 from fedsim.config import Scenario
 from fedsim.models import ModelInfo
-from fedsim.profiles import DeviceProfile, LinkProfile, ProfileLibrary
+from fedsim.profiles import ProfileLibrary
 from fedsim.runtime.base import Evaluation, Runtime
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.availability import Availability
@@ -241,7 +241,8 @@ class Simulation:
         wanted = min(self.wanted(), len(plans))
         proc = env.process(run_round(env, plans, wanted, self.scenario.rounds.deadline_s))
         env.run(until=proc)
-        timing: RoundTiming = proc.value
+        timing = proc.value
+        assert isinstance(timing, RoundTiming)
         enough = len(timing.kept) >= math.ceil(self.scenario.rounds.min_report_fraction * wanted)
         used = timing.kept if enough else []  # too few reports: the round fails, nothing is used
         sync = (round_index + 1) % self.scenario.rounds.cloud_every == 0

@@ -30,7 +30,9 @@ def scenario(*sets: str):
 def test_inline_and_ray_1_2_4_workers_byte_identical(tmp_path, local_ray):
     ref = run(scenario(), tmp_path / "inline")
     for workers in (1, 2, 4):
-        res = run(scenario("runtime.kind=ray", f"runtime.workers={workers}"), tmp_path / f"w{workers}")
+        res = run(
+            scenario("runtime.kind=ray", f"runtime.workers={workers}"), tmp_path / f"w{workers}"
+        )
         for f in FILES:
             assert filecmp.cmp(ref.path / f, res.path / f, shallow=False), (workers, f)
 
@@ -44,7 +46,7 @@ def test_hierarchical_rounds_identical_on_ray(tmp_path, local_ray):
 
 
 def test_dead_device_host_is_a_clear_error(tmp_path, local_ray):
-    from fedsim.api import check, make_runtime, _partitions
+    from fedsim.api import _partitions, check, make_runtime
 
     sc = scenario("runtime.kind=ray")
     prep = check(sc)

@@ -138,6 +138,10 @@ def test_cli_run_validate_profiles(tmp_path):
                       cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "final accuracy" in proc.stdout
-    assert {p.name for p in (tmp_path / "r").iterdir()} >= {*RESULT_FILES, "run.json", "timings.json"}
+    assert {p.name for p in (tmp_path / "r").iterdir()} >= {
+        *RESULT_FILES,
+        "run.json",
+        "timings.json",
+    }
     again = fedsim_cli("run", str(QUICKSTART), "--out", "r", cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -28,22 +28,36 @@ ATOL, RTOL = 1e-5, 1e-4
 
 def mlp_bn() -> nn.Module:
     return nn.Sequential(
-        nn.Linear(784, 200), nn.ReLU(), nn.BatchNorm1d(200),
-        nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10),
+        nn.Linear(784, 200),
+        nn.ReLU(),
+        nn.BatchNorm1d(200),
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
     )
 
 
 def mlp() -> nn.Module:
     return nn.Sequential(
-        nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10),
+        nn.Linear(784, 200),
+        nn.ReLU(),
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
     )
 
 
 def small_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * 3 * 3, 10),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 10),
     )
 
 
@@ -89,7 +103,9 @@ def jobs_of(sizes: list[int], seed: int = 7) -> list[DeviceJob]:
     perm = rng.permutation(total).astype(np.int64)
     out, start = [], 0
     for d, size in enumerate(sizes):
-        out.append(DeviceJob(device_id=100 + d, train_idx=perm[start:start + size], seed=1000 + d))
+        out.append(
+            DeviceJob(device_id=100 + d, train_idx=perm[start : start + size], seed=1000 + d)
+        )
         start += size
     return out
 
@@ -221,8 +237,11 @@ def test_custom_module_2nn_uses_fused_path_and_matches_loop() -> None:
     x, y = data((784,), 120)
     jobs = jobs_of([60, 60])
     opt = LocalSGD(0.1, 1, 20)
-    for a, b in zip(train_loop(model, state, x, y, jobs, opt),
-                    train_vectorized(model, state, x, y, jobs, opt, backend="fused"), strict=True):
+    for a, b in zip(
+        train_loop(model, state, x, y, jobs, opt),
+        train_vectorized(model, state, x, y, jobs, opt, backend="fused"),
+        strict=True,
+    ):
         for k in a.state:
             assert torch.allclose(a.state[k], b.state[k], atol=ATOL, rtol=RTOL)
 
@@ -233,7 +252,9 @@ def test_custom_module_2nn_uses_fused_path_and_matches_loop() -> None:
 @pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("name", ["mlp_bn", "cnn"])
 def test_vectorized_is_bit_identical_alone_or_in_a_group_of_50(
-    name: str, num_threads: int, threads: Callable[[int], None],
+    name: str,
+    num_threads: int,
+    threads: Callable[[int], None],
 ) -> None:
     threads(num_threads)
     model, state = build(name)

@@ -113,7 +113,9 @@ def test_without_deadline_round_waits_for_the_slowest(tmp_path, fixed_profiles):
     res = run_hand(tmp_path, fixed_profiles)
     samples = samples_per_device(5)
     fetch = transfer_s(MODEL_BYTES, 80, 20)
-    flops = float(pd.read_json(res.path / "run.json", typ="series")["model"]["forward_flops_per_sample"])
+    flops = float(
+        pd.read_json(res.path / "run.json", typ="series")["model"]["forward_flops_per_sample"]
+    )
     finishes = [
         fetch + transfer_s(MODEL_BYTES, 16, 10)
         + expected_compute_s(samples[d], 1e9 if d < 2 else 1e6, flops)
