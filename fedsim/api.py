@@ -59,7 +59,6 @@ class Prepared:
     dataset: Dataset
     model: ModelInfo
     payloads: Payloads
-    state_shapes: dict[str, tuple[int, ...]]
 
 
 def _package_versions() -> dict[str, str]:
@@ -128,12 +127,10 @@ def check(
     net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
     info = describe(net, scenario.model, dataset.input_shape)
     state = net.state_dict()
-    sent = algorithm.payload_keys(state)
-    down = sum(t.numel() * t.element_size() for k, t in state.items() if k in sent)
-    up = sum(state[k].numel() * state[k].element_size() for k in sent)
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    # the same tensors go both ways: the model down, the update up (the algorithm decides)
+    payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
     return Prepared(
-        scenario, source, profiles, algorithm, dataset, info, Payloads(down, up), shapes
+        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload)
     )
 
 

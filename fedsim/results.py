@@ -13,8 +13,6 @@ from typing import Any
 
 from fedsim.errors import InputError
 
-RESULT_FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv")
-
 
 def _cell(value: object) -> object:
     """Format one CSV cell: None is empty, floats use Python's shortest exact repr."""

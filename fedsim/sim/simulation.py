@@ -256,9 +256,10 @@ class Simulation:
         if edge_s + cloud_s > 0:
             env.run(until=env.timeout(edge_s + cloud_s))
         self._aggregate(used, handles, synced)
-        row = self._round_row(round_index, version + int(synced), start, timing, edge_s, cloud_s)
-        row["bytes_up"] = int(row["bytes_up"]) + backhaul_up  # type: ignore[call-overload]
-        row["bytes_down"] = int(row["bytes_down"]) + sum(t.num_bytes for t in fetch.values())  # type: ignore[call-overload]
+        backhaul = (backhaul_up, sum(t.num_bytes for t in fetch.values()))
+        row = self._round_row(
+            round_index, version + int(synced), start, timing, (edge_s, cloud_s), backhaul
+        )
         self._device_rows(round_index, timing.outcomes)
         return row, synced
 
@@ -288,8 +289,9 @@ class Simulation:
 
     def _round_row(
         self, round_index: int, version: int, start: float, timing: RoundTiming,
-        edge_s: float, cloud_s: float,
+        server_s: tuple[float, float], backhaul_bytes: tuple[int, int],
     ) -> dict[str, object]:  # fmt: skip
+        """Return a round's row; bytes include the edges' backhaul (up, down) traffic."""
         outs = timing.outcomes
         kept = timing.kept
 
@@ -305,15 +307,15 @@ class Simulation:
             "completed": len(kept),
             "stragglers": sum(o.status is Status.STRAGGLER for o in outs),
             "dropped": sum(o.status is Status.DROPPED for o in outs),
-            "bytes_up": sum(o.bytes_up for o in outs),
-            "bytes_down": sum(o.bytes_down for o in outs),
+            "bytes_up": sum(o.bytes_up for o in outs) + backhaul_bytes[0],
+            "bytes_down": sum(o.bytes_down for o in outs) + backhaul_bytes[1],
             "energy_j": float(sum(self._energy(o) for o in outs)),
             "download_s": mean("download_s"),
             "compute_s": mean("compute_s"),
             "upload_s": mean("upload_s"),
             "wait_s": mean("wait_s"),
-            "edge_s": edge_s,
-            "cloud_s": cloud_s,
+            "edge_s": server_s[0],
+            "cloud_s": server_s[1],
         }
 
     def _device_rows(self, round_index: int, outcomes: list[DeviceOutcome]) -> None:

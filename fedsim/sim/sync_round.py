@@ -78,7 +78,6 @@ class RoundTiming:
     close_s: float
     outcomes: list[DeviceOutcome]
     kept: list[DeviceOutcome]
-    closed_by: str
 
 
 class _Collector:
@@ -169,7 +168,6 @@ def run_round(
     yield env.timeout(0)  # let reports of this same instant land before closing
     close = env.now
     at_deadline = deadline_s is not None and close >= start + deadline_s
-    closed_by = "reports" if len(col.reports) >= wanted else "deadline" if at_deadline else "all"
     col.closed.succeed()
     yield env.all_of(procs)
     ordered = sorted(col.reports)
@@ -184,4 +182,4 @@ def run_round(
                 o.status = Status.DISCARDED
     by_id = {o.plan.device_id: o for o in outcomes}
     kept = [by_id[d] for _, d in ordered[:wanted]]
-    return RoundTiming(start, close, outcomes, kept, closed_by)
+    return RoundTiming(start, close, outcomes, kept)
