@@ -11,6 +11,7 @@ from fedsim.errors import InputError
 
 MODEL_NAMES: tuple[str, ...] = (
     "mtfl_2nn",
+    "fedavg_2nn",
     "mtfl_cnn",
     "perfit_3nn",
     "perfit_cnn",
@@ -31,6 +32,9 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     ``mtfl_2nn``
         MTFL's MNIST 2NN: Linear(784, 200), ReLU, BatchNorm1d(200), Linear(200, 200),
         ReLU, Linear(200, 10). Input ``(784,)``, 10 classes (199,610 parameters).
+    ``fedavg_2nn``
+        McMahan et al.'s MNIST 2NN without BatchNorm: Linear(784, 200), ReLU,
+        Linear(200, 200), ReLU, Linear(200, 10) (199,210 parameters).
     ``mtfl_cnn``
         MTFL's CIFAR-10 CNN: Conv(3, 32, 3), ReLU, MaxPool 2, BatchNorm2d(32),
         Conv(32, 64, 3), ReLU, MaxPool 2, BatchNorm2d(64), Flatten (2304),
@@ -62,6 +66,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     """
     builders: dict[str, Callable[[tuple[int, ...], int], nn.Sequential]] = {
         "mtfl_2nn": _mtfl_2nn,
+        "fedavg_2nn": _fedavg_2nn,
         "mtfl_cnn": _mtfl_cnn,
         "perfit_3nn": _perfit_3nn,
         "perfit_cnn": _perfit_cnn,
@@ -108,6 +113,17 @@ def _mtfl_2nn(shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
         nn.Linear(784, 200),
         nn.ReLU(),
         nn.BatchNorm1d(200),
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
+    )
+
+
+def _fedavg_2nn(shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
+    _expect("fedavg_2nn", shape, num_classes, (784,), 10)
+    return nn.Sequential(
+        nn.Linear(784, 200),
+        nn.ReLU(),
         nn.Linear(200, 200),
         nn.ReLU(),
         nn.Linear(200, 10),

@@ -12,6 +12,7 @@ from fedsim.models import MODEL_NAMES, build_model, describe
 # (name, input shape, classes, trainable parameters); published counts are marked.
 COUNTS = [
     ("mtfl_2nn", (784,), 10, 199_610),  # 157,000 + 400 (BN) + 40,200 + 2,010
+    ("fedavg_2nn", (784,), 10, 199_210),  # McMahan et al.'s 2NN: 157,000 + 40,200 + 2,010
     ("mtfl_cnn", (3, 32, 32), 10, 1_204_874),
     ("perfit_3nn", (1200,), 10, 521_510),  # PerFit: "521,510 total parameters"
     ("perfit_3nn", (561,), 6, 265_506),  # UCI-HAR features: 400*561 + 40,100 + 101*6
@@ -145,6 +146,7 @@ def test_mismatch_errors(name: str, shape: tuple, classes: int, fragments: list)
 def test_model_names() -> None:
     assert set(MODEL_NAMES) == {
         "mtfl_2nn",
+        "fedavg_2nn",
         "mtfl_cnn",
         "perfit_3nn",
         "perfit_cnn",
