@@ -98,7 +98,8 @@ class Algorithm(ABC):
         for key in updates[0][0]:
             acc = torch.zeros_like(updates[0][0][key], dtype=torch.float64)
             for payload, weight in updates:
-                acc.add_(payload[key].to(torch.float64), alpha=weight / total)
+                # float32 promoted to float64 inside the add: exact, no temporary copy
+                acc.add_(payload[key], alpha=weight / total)
             out[key] = acc.to(base[key].dtype)
         return Aggregate(out, total)
 

@@ -23,6 +23,7 @@ from fedsim.algorithms.base import (
 from fedsim.data import Dataset, DevicePartition
 from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup
+from fedsim.runtime.evaluation import shared_model_accuracies
 from fedsim.seeding import Purpose, int_seed
 
 
@@ -105,13 +106,9 @@ class DeviceHost:
         )
 
     def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
-        """Return each device's accuracy of its current model on its own test split."""
-        out = []
-        for d in device_ids:
-            idx = torch.from_numpy(self._partitions[int(d)].test_idx)
-            correct, _ = evaluate_state(self._model, state, self._x_test[idx], self._y_test[idx])
-            out.append(correct / max(1, int(idx.shape[0])))
-        return out
+        """Return each device's accuracy of its user model (here ``state``) on its test split."""
+        test_idx = [self._partitions[int(d)].test_idx for d in device_ids]
+        return shared_model_accuracies(self._model, state, self._x_test, self._y_test, test_idx)
 
 
 class EdgeServer:

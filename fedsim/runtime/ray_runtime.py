@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from fedsim.algorithms.base import Aggregate, DeviceUpdate, State
+from fedsim.algorithms.base import Aggregate, State
 from fedsim.config import RuntimeSpec
 from fedsim.data import Dataset, DevicePartition
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
 from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+from fedsim.runtime.transport import UpdateBatch
+
+
+@dataclass(frozen=True)
+class RayHandle:
+    """A device's update: row ``row`` of the batch a host call returns (``call``)."""
+
+    call: Any
+    row: int
 
 
 def _light(setup: LearningSetup) -> LearningSetup:
@@ -33,12 +43,9 @@ class DeviceHostActor:
         full = dataclasses.replace(setup, dataset=dataset)
         self.host = DeviceHost(host_id, full, partitions)
 
-    def train(
-        self, base: State, round_index: int, device_ids: list[int]
-    ) -> DeviceUpdate | tuple[DeviceUpdate, ...]:
-        """Train the devices; one return value per device."""
-        updates = self.host.train(base, round_index, device_ids)
-        return updates[0] if len(updates) == 1 else tuple(updates)
+    def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
+        """Train the devices; their updates come back as one stacked batch."""
+        return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
 
     def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
         """Return each device's UA."""
@@ -56,10 +63,10 @@ class EdgeActor:
         """Return the edge's current model."""
         return self.edge.model()
 
-    def aggregate(self, *updates: DeviceUpdate) -> int:
-        """Aggregate the (already resolved) updates, in argument order."""
-        self.edge.aggregate(*updates)
-        return len(updates)
+    def aggregate(self, rows: list[tuple[int, int]], *batches: UpdateBatch) -> int:
+        """Aggregate the updates ``batches[b].update(row)`` for ``(b, row)`` in ``rows`` order."""
+        self.edge.aggregate(*(batches[b].update(row) for b, row in rows))
+        return len(rows)
 
     def upload(self) -> Aggregate:
         """Return the edge's payload and weight for the cloud."""
@@ -152,6 +159,10 @@ class RayRuntime(Runtime):
             for _ in range(setup.num_edges)
         ]
         self._calls: dict[Any, str] = {}  # return ref -> what it was (for error messages)
+        # Wait until every actor process has started and built its node, so that start-up
+        # (worker processes importing torch, dataset views) counts as set-up, not round 0.
+        actors = [*self._hosts, *self._edges, self._cloud]
+        self._get([a.__ray_ready__.remote() for a in actors], "starting the actors")
         self._get(initial, "starting the cloud actor")
 
     def _get(self, refs: Any, what: str) -> Any:
@@ -180,25 +191,24 @@ class RayRuntime(Runtime):
                     bad.append(what)
         return ("; ".join(sorted(set(bad))) + ": ") if bad else ""
 
-    def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[Any]:
-        """Submit one call per host for its share of ``device_ids``; return one ref each."""
+    def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[RayHandle]:
+        """Submit one call per host for its share of ``device_ids``; return one handle each."""
         base = self._edges[edge_id].model.remote()
         by_host: dict[int, list[int]] = {}
         for d in device_ids:
             by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
-        ref_of: dict[int, Any] = {}
+        handle_of: dict[int, RayHandle] = {}
         for h, ids in sorted(by_host.items()):
-            refs = self._hosts[h].train.options(num_returns=len(ids)).remote(base, round_index, ids)
-            refs = [refs] if len(ids) == 1 else list(refs)
-            what = f"device host {h} training devices {ids} in round {round_index}"
-            for d, ref in zip(ids, refs, strict=True):
-                ref_of[d] = ref
-                self._calls[ref] = what
-        return [ref_of[int(d)] for d in device_ids]
+            ref = self._hosts[h].train.remote(base, round_index, ids)
+            self._calls[ref] = f"device host {h} training devices {ids} in round {round_index}"
+            handle_of.update((d, RayHandle(ref, row)) for row, d in enumerate(ids))
+        return [handle_of[int(d)] for d in device_ids]
 
-    def aggregate_edge(self, edge_id: int, handles: Sequence[Any]) -> None:
-        """Hand the update refs to the edge actor, in order; Ray resolves them there."""
-        ref = self._edges[edge_id].aggregate.remote(*handles)
+    def aggregate_edge(self, edge_id: int, handles: Sequence[RayHandle]) -> None:
+        """Hand the host calls' refs and the rows to take, in order, to the edge actor."""
+        calls: dict[Any, int] = {}
+        rows = [(calls.setdefault(h.call, len(calls)), h.row) for h in handles]
+        ref = self._edges[edge_id].aggregate.remote(rows, *calls)
         self._calls[ref] = f"edge {edge_id} aggregating {len(handles)} updates"
 
     def sync_cloud(self) -> None:
@@ -208,10 +218,8 @@ class RayRuntime(Runtime):
         self._get(list(self._calls) + done, "aggregating edge models at the cloud")
         self._calls.clear()
 
-    def discard(self, handles: Sequence[Any]) -> None:
-        """Forget discarded updates (their memory is freed when the refs go)."""
-        for h in handles:
-            self._calls.pop(h, None)
+    def discard(self, handles: Sequence[RayHandle]) -> None:
+        """Nothing to cancel: a host call trains many devices; its batch goes with its refs."""
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model on the cloud and UA on the hosts, in parallel."""

@@ -69,7 +69,10 @@ class DeviceResult:
     device_id : int
         The device id.
     state : dict of str to torch.Tensor
-        The new ``state_dict`` (parameters and buffers), each tensor owning its storage.
+        The new ``state_dict`` (parameters and buffers). :func:`train_loop` gives tensors
+        owning their storage; :func:`train_vectorized` gives views into the stacked tensors
+        of the device's chunk (no per-device copy; the chunk's storage lives as long as any
+        of its devices' states).
     num_samples : int
         Number of training samples of the device.
     num_steps : int
@@ -591,7 +594,7 @@ def train_vectorized(
             for i, j in enumerate(chunk):
                 results[j] = DeviceResult(
                     device_id=jobs[j].device_id,
-                    state={k: v[i].clone() for k, v in stacked.items()},
+                    state={k: v[i] for k, v in stacked.items()},
                     num_samples=len(jobs[j].train_idx),
                     num_steps=len(signature),
                     mean_loss=mean_losses[i],

@@ -1,0 +1,334 @@
+"""Issue 9's standard workload: fedsim (inline and Ray) against a raw PyTorch loop and a floor.
+
+Workload: 200 devices x 300 samples (MNIST from ``$FEDSIM_DATA/mnist`` when present, else
+MNIST-shaped synthetic data), 2NN 784-200-200-10 (``fedavg_2nn``), FedAvg lr 0.1, E = 1,
+B = 20, all 200 devices every round (3,000 SGD steps per round), global accuracy after every
+round. In one process and one run it measures:
+
+* ``raw``: a plain PyTorch loop training the devices one after another
+  (``torch.optim.SGD``), then the weighted average and the evaluation;
+* ``floor``: the fastest batched round written without the simulator: all devices'
+  2NNs stacked and trained in lock-step with hand-written ``baddbmm`` forward and backward,
+  the average as one matrix product, the same evaluation;
+* ``fedsim-inline`` and ``fedsim-ray``: complete fedsim runs of the same scenario (SimPy
+  time model, result files), vectorised device hosts.
+
+All of them use the same data, the same initial model and the same batch orders, so their
+accuracy trajectories must agree (checked, within a tolerance for float reordering). It
+prints seconds per round (median over rounds after the first), ratios against the raw loop
+and the floor, the first round's time and the peak memory (PSS) of the whole process tree,
+Ray's processes included.
+
+    FEDSIM_DATA=../shared/data python benchmarks/bench_speed.py [--rounds 6] [--skip-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import fedsim
+from fedsim.api import _partitions, check
+from fedsim.config import scenario_from_dict
+from fedsim.runtime.base import LearningSetup
+from fedsim.runtime.nodes import evaluate_state, initial_state, make_model
+from fedsim.runtime.training import batch_order
+from fedsim.seeding import Purpose, int_seed
+
+DEVICES, SAMPLES, LR, EPOCHS, BATCH = 200, 300, 0.1, 1, 20
+SEED = 1
+ACCURACY_TOLERANCE = 0.01
+
+
+# -- memory of the process tree ------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def tree_pss_bytes(root: int) -> int:
+    """Return the proportional set size of ``root`` and all its descendants."""
+    kids = _children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(kids.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+@contextmanager
+def peak_memory(interval_s: float = 0.05) -> Iterator[list[int]]:
+    """Sample the process tree's PSS while the block runs; yields a one-item list (peak)."""
+    peak = [tree_pss_bytes(os.getpid())]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            peak[0] = max(peak[0], tree_pss_bytes(os.getpid()))
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join()
+
+
+# -- the shared workload -------------------------------------------------------------------
+
+
+def scenario_dict(data_dir: str | None, rounds: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"dataset": "mnist", "dir": data_dir, "partition": {"kind": "iid"}}
+    if data_dir is None:
+        data = {
+            "dataset": "synthetic",
+            "partition": {"kind": "iid"},
+            "options": {"num_samples": 75_000, "num_features": 784, "num_classes": 10,
+                        "test_fraction": 0.2},
+        }  # fmt: skip
+    return {
+        "name": "bench_speed",
+        "seed": SEED,
+        "data": data,
+        "model": "fedavg_2nn",
+        "topology": {
+            "cloud": {"hardware": "cloud_server", "backhaul": "wan"},
+            "edges": [
+                {
+                    "name": "lab",
+                    "hardware": "edge_server",
+                    "backhaul": "wan",
+                    "devices": [{"hardware": "rpi4", "link": "wifi", "count": DEVICES}],
+                }
+            ],
+        },  # fmt: skip
+        "algorithm": {
+            "use": "fedavg",
+            "params": {"lr": LR, "local_epochs": EPOCHS, "batch_size": BATCH},
+        },
+        "rounds": {"participants": DEVICES},
+        "stop": {"max_rounds": rounds},
+        "evaluation": {"every": 1, "ua": False},
+        "runtime": {"kind": "inline", "vectorize": True},
+    }
+
+
+class Workload:
+    """Data, partitions, initial model and batch orders shared by every contender."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.scenario = scenario_from_dict(raw, "bench_speed")
+        prep = check(self.scenario)
+        self.parts = _partitions(prep)
+        ds = prep.dataset
+        self.x = torch.from_numpy(ds.x_train)
+        self.y = torch.from_numpy(ds.y_train)
+        self.x_test = torch.from_numpy(ds.x_test)
+        self.y_test = torch.from_numpy(ds.y_test)
+        setup = LearningSetup(SEED, "fedavg_2nn", ds, tuple(self.parts), self.scenario.algorithm, 1)
+        self.model = make_model(setup)
+        self.init = initial_state(setup)
+        self.weights = np.array([len(p.train_idx) for p in self.parts], dtype=np.float64)
+        self.weights /= self.weights.sum()
+
+    def rows(self, device: int, round_index: int) -> list[np.ndarray]:
+        idx = self.parts[device].train_idx
+        seed = int_seed(SEED, Purpose.TRAIN, device, round_index)
+        return [idx[b] for b in batch_order(len(idx), BATCH, EPOCHS, seed)]
+
+    def accuracy(self, state: dict[str, torch.Tensor]) -> float:
+        correct, _ = evaluate_state(self.model, state, self.x_test, self.y_test)
+        return correct / int(self.y_test.shape[0])
+
+
+def raw_round(w: Workload, state: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
+    """One FedAvg round the plain PyTorch way: device after device, then the mean."""
+    model = w.model
+    model.train()
+    acc = {k: torch.zeros_like(v) for k, v in state.items()}
+    for d in range(DEVICES):
+        model.load_state_dict(state)
+        sgd = torch.optim.SGD(model.parameters(), lr=LR)
+        for rows in w.rows(d, r):
+            rt = torch.from_numpy(rows)
+            loss = F.cross_entropy(model(w.x[rt]), w.y[rt])
+            sgd.zero_grad(set_to_none=True)
+            loss.backward()
+            sgd.step()
+        for k, v in model.state_dict().items():
+            acc[k].add_(v, alpha=float(w.weights[d]))
+    return acc
+
+
+LAYERS = ("0", "2", "4")  # the Linear layers of fedavg_2nn
+#: Devices per lock-step chunk in the floor: of 8, 16, 32, 64 and 200 (measured with 1 and 2
+#: threads), 16 and 32 were fastest; one chunk of all 200 was 1.3x slower (cache misses).
+FLOOR_CHUNK = 32
+
+
+def floor_round(w: Workload, state: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
+    """One FedAvg round, batched by hand: devices' 2NNs stacked in chunks, baddbmm both ways."""
+    chunks = [range(c, min(c + FLOOR_CHUNK, DEVICES)) for c in range(0, DEVICES, FLOOR_CHUNK)]
+    trained = [floor_chunk(w, state, r, chunk) for chunk in chunks]
+    weights = torch.from_numpy(w.weights.astype(np.float32))
+    out = {}
+    for k in LAYERS:
+        for name in (f"{k}.weight", f"{k}.bias"):
+            stacked = torch.cat([t[name].flatten(1) for t in trained])
+            out[name] = (weights @ stacked).view_as(state[name])
+    return out
+
+
+def floor_chunk(
+    w: Workload, state: dict[str, torch.Tensor], r: int, devices: range
+) -> dict[str, torch.Tensor]:
+    """Train ``devices`` in lock-step; return their stacked weights and biases."""
+    n = len(devices)
+    ws = [state[f"{k}.weight"].expand(n, -1, -1).clone() for k in LAYERS]
+    bs = [state[f"{k}.bias"].expand(n, -1).clone() for k in LAYERS]
+    orders = [w.rows(d, r) for d in devices]
+    for s in range(len(orders[0])):
+        rows = torch.from_numpy(np.stack([o[s] for o in orders]))
+        h, yb = w.x[rows], w.y[rows]
+        acts = [h]
+        for i in range(3):
+            h = torch.baddbmm(bs[i].unsqueeze(1), h, ws[i].mT)
+            if i < 2:
+                h = torch.relu(h)
+                acts.append(h)
+        g = torch.softmax(h, 2)
+        g.scatter_add_(2, yb.unsqueeze(2), torch.full_like(g[..., :1], -1.0)).div_(BATCH)
+        for i in (2, 1, 0):
+            g_in = torch.bmm(g, ws[i]) if i else None
+            ws[i].baddbmm_(g.mT, acts[i], alpha=-LR)
+            bs[i].sub_(LR * g.sum(1))
+            if g_in is not None:
+                g = torch.ops.aten.threshold_backward(g_in, acts[i], 0)
+    return {
+        f"{k}.{p}": t[i] for i, k in enumerate(LAYERS) for p, t in (("weight", ws), ("bias", bs))
+    }
+
+
+def run_baseline(
+    w: Workload, step: Callable[[Workload, dict[str, torch.Tensor], int], dict[str, torch.Tensor]],
+    rounds: int,
+) -> tuple[list[float], list[float], int]:  # fmt: skip
+    """Return seconds per round, accuracy per round and peak PSS of a baseline."""
+    times, accs = [], []
+    state = {k: v.clone() for k, v in w.init.items()}
+    with peak_memory() as peak:
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            state = step(w, state, r)
+            accs.append(w.accuracy(state))
+            times.append(time.perf_counter() - t0)
+    return times, accs, peak[0]
+
+
+def run_fedsim(
+    raw: dict[str, Any], out: Path, extra: dict[str, Any]
+) -> tuple[list[float], list[float], int, float]:
+    """Return seconds per round, accuracy per round, peak PSS and set-up seconds of a run."""
+    sc = dict(raw, runtime=dict(raw["runtime"], **extra))
+    with peak_memory() as peak:
+        res = fedsim.run(scenario_from_dict(sc, "bench_speed"), out)
+    timings = json.loads((res.path / "timings.json").read_text())
+    return timings["wall_s_per_round"], res.rounds["accuracy"].tolist(), peak[0], timings["setup_s"]
+
+
+def median_after_first(times: list[float]) -> float:
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in this process")
+    ap.add_argument("--workers", type=int, default=2, help="Ray device-host actors")
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-raw", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data_dir = os.environ.get("FEDSIM_DATA")
+    if data_dir and not (Path(data_dir) / "mnist").is_dir():
+        data_dir = None
+    raw = scenario_dict(data_dir, args.rounds)
+    w = Workload(raw)
+    print(
+        f"{DEVICES} devices x {SAMPLES} samples of {raw['data']['dataset']}, fedavg_2nn, "
+        f"lr {LR}, E {EPOCHS}, B {BATCH}, {args.rounds} rounds, torch threads {args.threads}, "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
+    rows: dict[str, tuple[list[float], list[float], int, float]] = {}
+    if not args.skip_raw:
+        rows["raw"] = (*run_baseline(w, raw_round, args.rounds), 0.0)
+    with torch.no_grad():
+        rows["floor"] = (*run_baseline(w, floor_round, args.rounds), 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows["fedsim-inline"] = run_fedsim(
+            raw, Path(tmp) / "inline", {"torch_threads": args.threads}
+        )
+        if not args.skip_ray:
+            rows["fedsim-ray"] = run_fedsim(
+                raw, Path(tmp) / "ray", {"kind": "ray", "workers": args.workers}
+            )
+    floor = median_after_first(rows["floor"][0])
+    raw_s = median_after_first(rows["raw"][0]) if "raw" in rows else float("nan")
+    reference = rows["floor"][1]
+    print(
+        f"{'contender':14s} {'s/round':>8s} {'÷raw':>6s} {'÷floor':>7s} {'first':>7s} "
+        f"{'setup':>6s} {'peak MB':>8s} {'max |Δacc|':>10s} final acc"
+    )
+    ok = True
+    for name, (times, accs, peak, setup) in rows.items():
+        s = median_after_first(times)
+        diff = max(abs(a - b) for a, b in zip(accs, reference, strict=True))
+        ok &= diff <= ACCURACY_TOLERANCE
+        print(
+            f"{name:14s} {s:8.3f} {s / raw_s:6.2f} {s / floor:7.2f} {times[0]:7.2f} "
+            f"{setup:6.2f} {peak / 2**20:8.0f} {diff:10.4f} {accs[-1]:.4f}",
+            flush=True,
+        )
+    print("accuracy per round:")
+    for name, (_, accs, _, _) in rows.items():
+        print(f"  {name:14s} " + " ".join(f"{a:.4f}" for a in accs))
+    print("trajectories agree" if ok else f"TRAJECTORIES DIFFER by more than {ACCURACY_TOLERANCE}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
