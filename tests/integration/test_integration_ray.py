@@ -27,14 +27,18 @@ def scenario(*sets: str):
     return load_scenario(QUICKSTART, base)
 
 
-def test_inline_and_ray_1_2_4_workers_byte_identical(tmp_path, local_ray):
-    ref = run(scenario(), tmp_path / "inline")
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_inline_and_ray_1_2_4_workers_byte_identical(tmp_path, local_ray, vectorize):
+    vec = f"runtime.vectorize={str(vectorize).lower()}"
+    ref = run(scenario(vec), tmp_path / "inline")
     for workers in (1, 2, 4):
         res = run(
-            scenario("runtime.kind=ray", f"runtime.workers={workers}"), tmp_path / f"w{workers}"
+            scenario(vec, "runtime.kind=ray", f"runtime.workers={workers}"),
+            tmp_path / f"w{workers}",
         )
         for f in FILES:
             assert filecmp.cmp(ref.path / f, res.path / f, shallow=False), (workers, f)
+    assert ref.rounds["accuracy"].notna().all()
 
 
 def test_hierarchical_rounds_identical_on_ray(tmp_path, local_ray):
