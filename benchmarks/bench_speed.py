@@ -25,6 +25,7 @@ Ray's processes included.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -33,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,35 +244,50 @@ def floor_chunk(
     }
 
 
+@dataclass
+class Measured:
+    """One contender's figures."""
+
+    times_s: list[float]
+    accuracies: list[float]
+    peak_bytes: int  # PSS of the whole process tree, at its highest during the run
+    idle_bytes: int  # PSS of the process tree just before the run
+    setup_s: float = 0.0
+
+    @property
+    def per_round_s(self) -> float:
+        """Median seconds per round after the first."""
+        t = self.times_s
+        return statistics.median(t[1:]) if len(t) > 1 else t[0]
+
+
 def run_baseline(
     w: Workload, step: Callable[[Workload, dict[str, torch.Tensor], int], dict[str, torch.Tensor]],
     rounds: int,
-) -> tuple[list[float], list[float], int]:  # fmt: skip
-    """Return seconds per round, accuracy per round and peak PSS of a baseline."""
+) -> Measured:  # fmt: skip
+    """Run a baseline's rounds, timing each (training, averaging and evaluation)."""
     times, accs = [], []
     state = {k: v.clone() for k, v in w.init.items()}
+    idle = tree_pss_bytes(os.getpid())
     with peak_memory() as peak:
         for r in range(rounds):
             t0 = time.perf_counter()
             state = step(w, state, r)
             accs.append(w.accuracy(state))
             times.append(time.perf_counter() - t0)
-    return times, accs, peak[0]
+    return Measured(times, accs, peak[0], idle)
 
 
-def run_fedsim(
-    raw: dict[str, Any], out: Path, extra: dict[str, Any]
-) -> tuple[list[float], list[float], int, float]:
-    """Return seconds per round, accuracy per round, peak PSS and set-up seconds of a run."""
+def run_fedsim(raw: dict[str, Any], out: Path, extra: dict[str, Any]) -> Measured:
+    """Run fedsim on the workload; seconds per round come from its timings.json."""
     sc = dict(raw, runtime=dict(raw["runtime"], **extra))
+    gc.collect()
+    idle = tree_pss_bytes(os.getpid())
     with peak_memory() as peak:
         res = fedsim.run(scenario_from_dict(sc, "bench_speed"), out)
     timings = json.loads((res.path / "timings.json").read_text())
-    return timings["wall_s_per_round"], res.rounds["accuracy"].tolist(), peak[0], timings["setup_s"]
-
-
-def median_after_first(times: list[float]) -> float:
-    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+    accs = res.rounds["accuracy"].tolist()
+    return Measured(timings["wall_s_per_round"], accs, peak[0], idle, timings["setup_s"])
 
 
 def main() -> int:
@@ -286,47 +303,67 @@ def main() -> int:
     if data_dir and not (Path(data_dir) / "mnist").is_dir():
         data_dir = None
     raw = scenario_dict(data_dir, args.rounds)
-    w = Workload(raw)
     print(
         f"{DEVICES} devices x {SAMPLES} samples of {raw['data']['dataset']}, fedavg_2nn, "
         f"lr {LR}, E {EPOCHS}, B {BATCH}, {args.rounds} rounds, torch threads {args.threads}, "
-        f"{os.cpu_count()} CPUs",
+        f"Ray workers {args.workers}, {os.cpu_count()} CPUs",
         flush=True,
     )
-    rows: dict[str, tuple[list[float], list[float], int, float]] = {}
+    rows: dict[str, Measured] = {}
+    w = Workload(raw)
     if not args.skip_raw:
-        rows["raw"] = (*run_baseline(w, raw_round, args.rounds), 0.0)
+        rows["raw"] = run_baseline(w, raw_round, args.rounds)
     with torch.no_grad():
-        rows["floor"] = (*run_baseline(w, floor_round, args.rounds), 0.0)
+        rows["floor"] = run_baseline(w, floor_round, args.rounds)
+    del w  # the baselines' copy of the data: fedsim loads its own
     with tempfile.TemporaryDirectory() as tmp:
         rows["fedsim-inline"] = run_fedsim(
             raw, Path(tmp) / "inline", {"torch_threads": args.threads}
         )
         if not args.skip_ray:
-            rows["fedsim-ray"] = run_fedsim(
-                raw, Path(tmp) / "ray", {"kind": "ray", "workers": args.workers}
-            )
-    floor = median_after_first(rows["floor"][0])
-    raw_s = median_after_first(rows["raw"][0]) if "raw" in rows else float("nan")
-    reference = rows["floor"][1]
+            ray_extra = {"kind": "ray", "workers": args.workers}
+            rows["fedsim-ray"] = run_fedsim(raw, Path(tmp) / "ray", ray_extra)
+    return report(rows)
+
+
+def report(rows: dict[str, Measured]) -> int:
+    """Print the table, the trajectories and the targets; 1 if trajectories differ."""
+    floor = rows["floor"].per_round_s
+    raw_s = rows["raw"].per_round_s if "raw" in rows else float("nan")
+    reference = rows["floor"].accuracies
     print(
-        f"{'contender':14s} {'s/round':>8s} {'÷raw':>6s} {'÷floor':>7s} {'first':>7s} "
-        f"{'setup':>6s} {'peak MB':>8s} {'max |Δacc|':>10s} final acc"
+        f"{'contender':14s} {'s/round':>8s} {'÷raw':>6s} {'÷floor':>7s} {'first s':>8s} "
+        f"{'setup s':>8s} {'peak MB':>8s} {'+MB':>6s} {'max|Δacc|':>10s} final acc"
     )
     ok = True
-    for name, (times, accs, peak, setup) in rows.items():
-        s = median_after_first(times)
-        diff = max(abs(a - b) for a, b in zip(accs, reference, strict=True))
+    for name, m in rows.items():
+        s = m.per_round_s
+        diff = max(abs(a - b) for a, b in zip(m.accuracies, reference, strict=True))
         ok &= diff <= ACCURACY_TOLERANCE
         print(
-            f"{name:14s} {s:8.3f} {s / raw_s:6.2f} {s / floor:7.2f} {times[0]:7.2f} "
-            f"{setup:6.2f} {peak / 2**20:8.0f} {diff:10.4f} {accs[-1]:.4f}",
+            f"{name:14s} {s:8.3f} {s / raw_s:6.2f} {s / floor:7.2f} {m.times_s[0]:8.2f} "
+            f"{m.setup_s:8.2f} {m.peak_bytes / 2**20:8.0f} "
+            f"{(m.peak_bytes - m.idle_bytes) / 2**20:6.0f} {diff:10.4f} {m.accuracies[-1]:.4f}",
             flush=True,
         )
+    print("(peak MB: PSS of the whole process tree, Ray included; +MB: above the tree before)")
     print("accuracy per round:")
-    for name, (_, accs, _, _) in rows.items():
-        print(f"  {name:14s} " + " ".join(f"{a:.4f}" for a in accs))
+    for name, m in rows.items():
+        print(f"  {name:14s} " + " ".join(f"{a:.4f}" for a in m.accuracies))
     print("trajectories agree" if ok else f"TRAJECTORIES DIFFER by more than {ACCURACY_TOLERANCE}")
+    targets = [("fedsim-inline", 1.05), ("fedsim-ray", 1.3)]
+    for name, limit in targets:
+        if name in rows:
+            m = rows[name]
+            checks = [
+                (f"≤ {limit} x floor", m.per_round_s <= limit * floor),
+                ("first round ≤ 3 s", m.times_s[0] <= 3.0),
+                ("peak ≤ 1 GB", m.peak_bytes <= 2**30),
+            ]
+            print(
+                f"targets {name}: "
+                + ", ".join(f"{t} {'met' if v else 'MISSED'}" for t, v in checks)
+            )
     return 0 if ok else 1
 
 
