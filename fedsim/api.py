@@ -23,6 +23,7 @@ from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.seeding import Purpose, stream
+from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import (
     DEVICE_COLUMNS,
     ROUND_COLUMNS,
@@ -212,9 +213,17 @@ def run(
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario.name)
     check_out_dir(out)
     prep = check(scenario, source, profiles_dir)
-    parts = _partitions(prep)
-    samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
-    runtime = make_runtime(prep, parts) if scenario.learning else None
+    runtime: Runtime | None = None
+    data = scenario.data
+    if data.samples_per_device is not None:  # systems only: counts without a partition
+        samples = sample_counts(
+            scenario.topology.num_devices(), data.samples_per_device, data.samples_sigma,
+            scenario.seed,
+        )  # fmt: skip
+    else:
+        parts = _partitions(prep)
+        samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
+        runtime = make_runtime(prep, parts) if scenario.learning else None
     setup_s = time.perf_counter() - wall0
     try:
         inputs = SimulationInputs(prep.profiles, prep.model, prep.algorithm, prep.payloads, samples)

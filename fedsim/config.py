@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedsim.errors import InputError
 from fedsim.yamlio import load_yaml_file, parse_scalar
@@ -20,6 +21,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
+    """Return an error for a cross-field rule, located at the field it is about."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=loc, input=value
+    )
+    return ValidationError.from_exception_data("Scenario", [detail])
+
+
 class PartitionSpec(_Strict):
     """How the training data is split over devices."""
 
@@ -30,12 +39,28 @@ class PartitionSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """The dataset, where its files are and how it is partitioned."""
+    """The dataset, where its files are and how it is partitioned.
+
+    ``samples_per_device`` (systems-only runs, ``learning: false``) gives every device
+    that many training samples instead of partitioning the dataset, so a population may
+    be far larger than the dataset; with ``samples_sigma > 0`` the counts are lognormal
+    around it (median ``samples_per_device``, log-sigma ``samples_sigma``, at least 1).
+    """
 
     dataset: Literal["digits", "synthetic", "mnist"] = "digits"
     dir: str | None = None
     partition: PartitionSpec = PartitionSpec()
     options: dict[str, JsonValue] = {}
+    samples_per_device: PositiveInt | None = None
+    samples_sigma: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _sigma_needs_samples(self) -> DataSpec:
+        if self.samples_sigma > 0 and self.samples_per_device is None:
+            raise _field_error(
+                ("samples_sigma",), "needs data.samples_per_device", self.samples_sigma
+            )
+        return self
 
 
 class CloudSpec(_Strict):
@@ -164,6 +189,12 @@ class Scenario(_Strict):
         k = self.rounds.participants
         if k is not None and k > n:
             raise ValueError(f"rounds.participants = {k} is larger than the {n} devices")
+        if self.learning and self.data.samples_per_device is not None:
+            raise _field_error(
+                ("data", "samples_per_device"),
+                "only allowed with learning: false (training needs a partitioned dataset)",
+                self.data.samples_per_device,
+            )
         return self
 
 

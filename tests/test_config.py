@@ -108,3 +108,26 @@ def test_bad_override_path():
         apply_overrides({"a": [1]}, ["a.5=3"], "s.yaml")
     with pytest.raises(InputError, match="expected key.path=value"):
         apply_overrides({}, ["nonsense"], "s.yaml")
+
+
+def test_samples_per_device_only_without_learning(tmp_path):
+    lines = problems(tmp_path, VALID + "data: {samples_per_device: 50}\n")
+    assert lines == [
+        f"{tmp_path / 's.yaml'}: data.samples_per_device: only allowed with learning: false "
+        "(training needs a partitioned dataset) (got 50)"
+    ]
+    sc = load_scenario(write(tmp_path, VALID + "learning: false\ndata: {samples_per_device: 50}\n"))
+    assert (sc.data.samples_per_device, sc.data.samples_sigma) == (50, 0.0)
+
+
+def test_samples_options_are_checked(tmp_path):
+    text = VALID + "learning: false\ndata: {samples_per_device: 0, samples_sigma: -1}\n"
+    joined = "\n".join(problems(tmp_path, text))
+    assert "data.samples_per_device: Input should be greater than 0" in joined
+    assert "data.samples_sigma: Input should be greater than or equal to 0" in joined
+    lines = problems(tmp_path, VALID + "learning: false\ndata: {samples_sigma: 0.5}\n")
+    assert lines == [
+        f"{tmp_path / 's.yaml'}: data.samples_sigma: needs data.samples_per_device (got 0.5)"
+    ]
+    lines = problems(tmp_path, VALID + "learning: false\ndata: {samples_per_device: '5'}\n")
+    assert "data.samples_per_device" in lines[0]  # strict: a string is not a count

@@ -46,6 +46,39 @@ def transfer(link: LinkProfile, num_bytes: int, up: bool, rng: np.random.Generat
     return Transfer(seconds, link.rtt_s, num_bytes)
 
 
+def steps_s(
+    device: DeviceProfile,
+    model_name: str,
+    forward_flops_per_sample: float,
+    batch_sizes: list[int] | np.ndarray,
+) -> float:
+    """Return the sum of per-step times of local training, without jitter (deterministic).
+
+    Parameters
+    ----------
+    device : DeviceProfile
+        The device's hardware.
+    model_name : str
+        Model name (a profile's measured seconds per batch for it win over FLOPs).
+    forward_flops_per_sample : float
+        Forward FLOPs of one sample.
+    batch_sizes : sequence of int
+        The size of every SGD step's batch.
+    """
+    sizes, counts = np.unique(np.asarray(batch_sizes, dtype=np.int64), return_counts=True)
+    return sum(
+        float(c) * device.step_s(model_name, forward_flops_per_sample, int(b))
+        for b, c in zip(sizes, counts, strict=True)
+    )
+
+
+def jittered_s(device: DeviceProfile, seconds: float, rng: np.random.Generator) -> float:
+    """Return ``seconds`` times the device's lognormal jitter factor (one draw if jittered)."""
+    if device.jitter_sigma > 0:
+        seconds *= float(np.exp(device.jitter_sigma * rng.standard_normal()))
+    return seconds
+
+
 def training_s(
     device: DeviceProfile,
     model_name: str,
@@ -68,14 +101,8 @@ def training_s(
     rng : np.random.Generator
         The keyed stream for this device's compute in this round.
     """
-    sizes, counts = np.unique(np.asarray(batch_sizes, dtype=np.int64), return_counts=True)
-    seconds = sum(
-        float(c) * device.step_s(model_name, forward_flops_per_sample, int(b))
-        for b, c in zip(sizes, counts, strict=True)
-    )
-    if device.jitter_sigma > 0:
-        seconds *= float(np.exp(device.jitter_sigma * rng.standard_normal()))
-    return seconds
+    seconds = steps_s(device, model_name, forward_flops_per_sample, batch_sizes)
+    return jittered_s(device, seconds, rng)
 
 
 def aggregation_s(host: DeviceProfile, num_params: int, num_updates: int) -> float:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsim.config import TopologySpec
+from fedsim.seeding import Purpose, stream
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,28 @@ class Population:
         group_of = np.repeat(np.arange(len(groups), dtype=np.int32), counts)
         edge_of = np.array([g.edge_id for g in groups], dtype=np.int32)[group_of]
         return cls(edge_of, group_of, tuple(groups), tuple(e.name for e in topology.edges))
+
+
+def sample_counts(num_devices: int, median: int, sigma: float, seed: int) -> np.ndarray:
+    """Return training samples per device for a systems-only run without a partition.
+
+    Every device holds ``median`` samples, or with ``sigma > 0`` a lognormal count
+    ``max(1, round(median * exp(sigma * z)))``. The ``z`` come from one keyed stream in
+    device-id order, so a device's count depends on the seed and its id alone, not on
+    how many devices there are.
+
+    Parameters
+    ----------
+    num_devices : int
+        Population size.
+    median : int
+        Samples per device (the median when spread).
+    sigma : float
+        Log-sigma of the spread (0: every device holds ``median``).
+    seed : int
+        The scenario seed.
+    """
+    if sigma <= 0:
+        return np.full(num_devices, median, dtype=np.int64)
+    z = stream(seed, Purpose.PARTITION, 1).standard_normal(num_devices)
+    return np.maximum(1, np.rint(median * np.exp(sigma * z))).astype(np.int64)

@@ -81,61 +81,108 @@ class RoundTiming:
 
 
 class _Collector:
-    """Reports arriving at the cloud side of a round, and the event that ends collection."""
+    """Reports arriving at the cloud side of a round, and the events that end collection."""
 
-    def __init__(self, env: simpy.Environment, wanted: int) -> None:
+    def __init__(self, env: simpy.Environment, wanted: int, devices: int) -> None:
         self.env = env
         self.wanted = wanted
         self.reports: list[tuple[float, int]] = []
         self.enough = env.event()
-        self.closed = env.event()
+        self.all_done = env.event()
+        self.running = devices
+        if devices == 0:
+            self.all_done.succeed()
 
     def report(self, device_id: int) -> None:
         self.reports.append((self.env.now, device_id))
         if len(self.reports) == self.wanted and not self.enough.triggered:
             self.enough.succeed()
 
+    def finished(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self.all_done.succeed()
+
+
+def phase_ends(plan: DevicePlan, start_s: float) -> tuple[float, float, float, float]:
+    """Return when fetch, download, compute and upload would end (summed in clock order)."""
+    fetched = start_s + plan.fetch_s
+    downloaded = fetched + plan.down.duration_s
+    computed = downloaded + plan.compute_s
+    return fetched, downloaded, computed, computed + plan.up.duration_s
+
+
+def outcome(plan: DevicePlan, start_s: float, cut_s: float | None, status: Status) -> DeviceOutcome:
+    """Return what a device did, from its phase times and when (if at all) it was cut.
+
+    A phase that ends exactly at the cut time counts as done; the next one is then cut
+    after 0 s. Seconds spent are differences of absolute clock times, as a process that
+    yields one timeout per phase would measure them.
+
+    Parameters
+    ----------
+    plan : DevicePlan
+        The device's drawn round.
+    start_s : float
+        When the device started.
+    cut_s : float or None
+        When drop-out or the round's close stopped it; None if it reported.
+    status : Status
+        Its status.
+    """
+    ends = phase_ends(plan, start_s)
+    spent = [0.0, 0.0, 0.0, 0.0]
+    done = 0
+    prev = start_s
+    for i, end in enumerate(ends):
+        if cut_s is not None and end > cut_s:
+            spent[i] = cut_s - prev
+            break
+        spent[i] = end - prev
+        prev = end
+        done += 1
+    bytes_down = plan.down.num_bytes if done > 1 else plan.down.bytes_done_by(spent[1])
+    bytes_up = plan.up.num_bytes if done > 3 else plan.up.bytes_done_by(spent[3])
+    end_s = ends[3] if cut_s is None else cut_s
+    return DeviceOutcome(
+        plan, status, start_s, end_s, spent[0] + spent[1], spent[1], spent[2], spent[3], 0.0,
+        bytes_down, bytes_up,
+    )  # fmt: skip
+
 
 def _device(
     env: simpy.Environment, plan: DevicePlan, col: _Collector, out: dict[int, DeviceOutcome]
 ) -> Generator[simpy.Event, Any, None]:
-    """Download, train and upload, racing the device's drop-out and the round's close."""
+    """Download, train and upload, racing the device's drop-out and the round's close.
+
+    The device's own end (report or drop-out) is known when it starts, so it waits for
+    that instant with one timeout; the round interrupts it if collection closes first.
+    Phase times and statuses follow from the times alone (:func:`outcome`).
+    """
     start = env.now
-    spent = {"fetch": 0.0, "down": 0.0, "compute": 0.0, "up": 0.0}
-    phases = (
-        ("fetch", plan.fetch_s),
-        ("down", plan.down.duration_s),
-        ("compute", plan.compute_s),
-        ("up", plan.up.duration_s),
-    )
-    drop = env.timeout(plan.offline_at_s - start) if math.isfinite(plan.offline_at_s) else None
-    status = Status.COMPLETED
-    finished: set[str] = set()
-    for name, duration in phases:
-        began = env.now
-        done = env.timeout(duration)
-        waits = [done, col.closed] + ([drop] if drop is not None else [])
-        yield env.any_of(waits)
-        spent[name] = env.now - began
-        if env.now < began + duration:
-            status = Status.DROPPED if drop is not None and drop.processed else Status.STRAGGLER
-            break
-        finished.add(name)
-    if status is Status.COMPLETED:
-        col.report(plan.device_id)
-    out[plan.device_id] = DeviceOutcome(
-        plan,
-        status,
-        start,
-        env.now,
-        spent["fetch"] + spent["down"],
-        spent["down"],
-        spent["compute"],
-        spent["up"],
-        0.0,
-        plan.down.num_bytes if "down" in finished else plan.down.bytes_done_by(spent["down"]),
-        plan.up.num_bytes if "up" in finished else plan.up.bytes_done_by(spent["up"]),
-    )
+    finish = phase_ends(plan, start)[3]
+    drop = start + (plan.offline_at_s - start) if math.isfinite(plan.offline_at_s) else math.inf
+    try:
+        if finish <= drop:
+            delay = finish - start
+            if start + delay == finish:
+                yield env.timeout(delay)
+            else:  # rounding: step phase by phase so the clock lands on ``finish`` exactly
+                for seconds in (
+                    plan.fetch_s,
+                    plan.down.duration_s,
+                    plan.compute_s,
+                    plan.up.duration_s,
+                ):
+                    yield env.timeout(seconds)
+            col.report(plan.device_id)
+            out[plan.device_id] = outcome(plan, start, None, Status.COMPLETED)
+        else:
+            yield env.timeout(plan.offline_at_s - start)
+            out[plan.device_id] = outcome(plan, start, env.now, Status.DROPPED)
+    except simpy.Interrupt:
+        out[plan.device_id] = outcome(plan, start, env.now, Status.STRAGGLER)
+    col.finished()
 
 
 def run_round(
@@ -158,18 +205,20 @@ def run_round(
         Seconds after the round's start when collection closes regardless.
     """
     start = env.now
-    col = _Collector(env, wanted)
+    col = _Collector(env, wanted, len(plans))
     out: dict[int, DeviceOutcome] = {}
     procs = [env.process(_device(env, p, col, out)) for p in plans]
-    waits: list[simpy.Event] = [env.all_of(procs), col.enough]
+    waits: list[simpy.Event] = [col.all_done, col.enough]
     if deadline_s is not None:
         waits.append(env.timeout(deadline_s))
     yield env.any_of(waits)
     yield env.timeout(0)  # let reports of this same instant land before closing
     close = env.now
     at_deadline = deadline_s is not None and close >= start + deadline_s
-    col.closed.succeed()
-    yield env.all_of(procs)
+    for proc in procs:  # device-id order
+        if proc.is_alive:
+            proc.interrupt()
+    yield col.all_done
     ordered = sorted(col.reports)
     kept_ids = {d for _, d in ordered[:wanted]}
     outcomes = [out[p.device_id] for p in plans]
