@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ray
+import torch
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from fedsim.algorithms.base import Aggregate, State
@@ -15,6 +17,7 @@ from fedsim.config import RuntimeSpec
 from fedsim.data import Dataset, DevicePartition
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
+from fedsim.runtime.memory import keep_freed_memory
 from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
 from fedsim.runtime.transport import UpdateBatch
 
@@ -40,6 +43,7 @@ class DeviceHostActor:
         self, host_id: int, setup: LearningSetup, dataset: Dataset,
         partitions: dict[int, DevicePartition],
     ) -> None:  # fmt: skip
+        keep_freed_memory()
         full = dataclasses.replace(setup, dataset=dataset)
         self.host = DeviceHost(host_id, full, partitions)
 
@@ -57,7 +61,12 @@ class EdgeActor:
     """A Ray actor holding one edge's model; aggregates its devices' updates."""
 
     def __init__(self, setup: LearningSetup, state: State) -> None:
+        keep_freed_memory()
         self.edge = EdgeServer(setup, state)
+        # Aggregation runs while the device hosts wait for the next round, and it is
+        # elementwise (each output element's sum is computed alone, in update order), so
+        # every CPU of the node may take part without changing a bit of the result.
+        torch.set_num_threads(max(setup.torch_threads, os.cpu_count() or 1))
 
     def model(self) -> State:
         """Return the edge's current model."""

@@ -1,4 +1,4 @@
-"""One message for all the updates of a host call: stacked numpy arrays, read zero-copy."""
+"""One message for all the updates of a host call: numpy arrays that Ray moves zero-copy."""
 
 from __future__ import annotations
 
@@ -14,18 +14,19 @@ from fedsim.algorithms.base import DeviceUpdate
 
 @dataclass(frozen=True)
 class UpdateBatch:
-    """The updates of one host call, stacked key by key (row ``i`` is ``device_ids[i]``).
+    """The updates of one host call (row ``i`` is device ``device_ids[i]``).
 
-    Ray stores numpy arrays out of band in its shared-memory object store, so an edge actor
-    reads a host's whole batch without copying it; one object per host call instead of one
-    per device also keeps the number of objects (and their bookkeeping) small.
+    Payload tensors travel as numpy arrays, which Ray stores out of band in its shared-memory
+    object store: packing copies nothing (the arrays view the trainer's tensors), Ray copies
+    each array once into the store, and an edge actor reads them without a copy. One object
+    per host call instead of one per device also keeps Ray's per-object bookkeeping small.
 
     Attributes
     ----------
     device_ids : tuple of int
         The devices, in the order of the host call.
-    payload : dict of str to numpy.ndarray
-        Each payload tensor stacked over devices: shape ``(len(device_ids), *shape)``.
+    payloads : tuple of dict of str to numpy.ndarray
+        Each device's payload tensors, as arrays.
     num_samples : tuple of int
         Aggregation weight (training samples) of each device.
     mean_loss : tuple of float
@@ -33,20 +34,18 @@ class UpdateBatch:
     """
 
     device_ids: tuple[int, ...]
-    payload: dict[str, np.ndarray]
+    payloads: tuple[dict[str, np.ndarray], ...]
     num_samples: tuple[int, ...]
     mean_loss: tuple[float, ...]
 
     @classmethod
     def pack(cls, updates: Sequence[DeviceUpdate]) -> UpdateBatch:
-        """Stack ``updates`` (at least one, all with the same payload keys)."""
+        """Wrap ``updates`` (at least one) without copying their tensors."""
         if not updates:
             raise ValueError("an UpdateBatch needs at least one update")
-        keys = list(updates[0].payload)
-        payload = {k: torch.stack([u.payload[k] for u in updates]).numpy() for k in keys}
         return cls(
             tuple(u.device_id for u in updates),
-            payload,
+            tuple({k: v.detach().numpy() for k, v in u.payload.items()} for u in updates),
             tuple(u.num_samples for u in updates),
             tuple(u.mean_loss for u in updates),
         )
@@ -58,7 +57,7 @@ class UpdateBatch:
         """Return row ``row`` as a DeviceUpdate whose tensors view the batch's arrays."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only arrays of the object store
-            payload = {k: torch.from_numpy(v[row]) for k, v in self.payload.items()}
+            payload = {k: torch.from_numpy(v) for k, v in self.payloads[row].items()}
         return DeviceUpdate(
             self.device_ids[row], payload, self.num_samples[row], self.mean_loss[row]
         )
