@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,16 @@ class Runtime(ABC):
     @abstractmethod
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model (and UA on the given devices); blocks for the values."""
+
+    def submit_evaluation(self, ua_device_ids: Sequence[int]) -> Callable[[], Evaluation]:
+        """Start evaluating the current global model; the returned callable gives the values.
+
+        The values are those of the global model at submission, however late they are read,
+        so a runtime with actors can evaluate while the next round trains. The default
+        evaluates at once.
+        """
+        evaluation = self.evaluate(ua_device_ids)
+        return lambda: evaluation
 
     def discard(self, handles: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """Forget updates that virtual time discarded (cancel them where possible)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,18 +232,30 @@ class RayRuntime(Runtime):
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model on the cloud and UA on the hosts, in parallel."""
+        return self.submit_evaluation(ua_device_ids)()
+
+    def submit_evaluation(self, ua_device_ids: Sequence[int]) -> Callable[[], Evaluation]:
+        """Queue the evaluation of the current global model; the callable waits for it.
+
+        Actor calls run in submission order, so the cloud evaluates the model as it is now
+        even if later rounds are queued before the values are read.
+        """
         model = self._cloud.model.remote()
         acc_ref = self._cloud.evaluate.remote()
         by_host: dict[int, list[int]] = {}
         for d in ua_device_ids:
             by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
         ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
-        accuracy, loss = self._get(acc_ref, "evaluating the global model")
-        ua: dict[int, float] = {}
-        for h, ref in sorted(ua_refs.items()):
-            ua.update(zip(by_host[h], self._get(ref, f"device host {h} evaluating UA"),
-                          strict=True))  # fmt: skip
-        return Evaluation(accuracy, loss, ua)
+
+        def values() -> Evaluation:
+            accuracy, loss = self._get(acc_ref, "evaluating the global model")
+            ua: dict[int, float] = {}
+            for h, ref in sorted(ua_refs.items()):
+                got = self._get(ref, f"device host {h} evaluating UA")
+                ua.update(zip(by_host[h], got, strict=True))
+            return Evaluation(accuracy, loss, ua)
+
+        return values
 
     def close(self) -> None:
         """Kill the actors and shut Ray down if this runtime started it."""

@@ -370,19 +370,20 @@ class Simulation:
 
     # -- the run -------------------------------------------------------------------------
 
-    def _evaluate(self, version: int, row: dict[str, object]) -> float | None:
-        """Evaluate the global model if due; fill the row's accuracy columns."""
-        row.update(dict.fromkeys(ACCURACY_COLUMNS))
-        if self.runtime is None:
-            return None
-        ua_ids = range(self.population.num_devices) if self.scenario.evaluation.ua else range(0)
-        ev: Evaluation = self.runtime.evaluate(ua_ids)
+    def _fill(self, version: int, row: dict[str, object], ev: Evaluation) -> float:
+        """Write an evaluation into the row's accuracy columns and the UA rows."""
         row["accuracy"], row["loss"] = ev.accuracy, ev.loss
         q = ev.ua_quantiles()
         if q is not None:
             row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
             self.result.device_ua.extend((version, d, ev.ua[d]) for d in sorted(ev.ua))
         return ev.accuracy
+
+    def _finish_row(self, row: dict[str, object], wall_s: float) -> None:
+        self.result.rounds.append(tuple(row[c] for c in ROUND_COLUMNS))
+        self.result.wall_s_per_round.append(wall_s)
+        if self.on_round is not None:
+            self.on_round(row)
 
     def run(self) -> SimulationResult:
         """Run rounds until a stop rule holds; return the result rows.
@@ -399,29 +400,44 @@ class Simulation:
             gc.unfreeze()
 
     def _run_rounds(self) -> SimulationResult:
+        """Run the rounds.
+
+        When no stop rule needs the accuracy (no ``target_accuracy``), a round's evaluation
+        is read only after the next round's work has been submitted, so a runtime with
+        actors evaluates while devices train; rows and progress then follow one round late.
+        A deferred round's wall time runs until the next round starts.
+        """
         self.result = SimulationResult()
         stop = self.scenario.stop
         every = self.scenario.evaluation.every
         version = 0
         evaluated_version = -1
+        pending: tuple[int, dict[str, object], Callable[[], Evaluation], float] | None = None
         for round_index in range(stop.max_rounds):
             wall0 = time.perf_counter()
             row, synced = self.run_one(round_index, version)
+            if pending is not None:
+                p_version, p_row, values, p_wall0 = pending
+                self._fill(p_version, p_row, values())
+                self._finish_row(p_row, wall0 - p_wall0)
+                pending = None
             version += int(synced)
             last = round_index + 1 == stop.max_rounds or (
                 stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s
             )
             due = synced and (version % every == 0 or last) and version != evaluated_version
+            row.update(dict.fromkeys(ACCURACY_COLUMNS))
             accuracy = None
-            if due:
-                accuracy = self._evaluate(version, row)
+            if due and self.runtime is not None:
+                ua_ids = range(self.population.num_devices) if self.scenario.evaluation.ua else ()
+                values = self.runtime.submit_evaluation(ua_ids)
                 evaluated_version = version
-            else:
-                row.update(dict.fromkeys(ACCURACY_COLUMNS))
-            self.result.rounds.append(tuple(row[c] for c in ROUND_COLUMNS))
-            self.result.wall_s_per_round.append(time.perf_counter() - wall0)
-            if self.on_round is not None:
-                self.on_round(row)
+                if stop.target_accuracy is None and not last:
+                    pending = (version, row, values, wall0)
+                else:
+                    accuracy = self._fill(version, row, values())
+            if pending is None:
+                self._finish_row(row, time.perf_counter() - wall0)
             target = stop.target_accuracy
             if target is not None and accuracy is not None and accuracy >= target:
                 self.result.stopped_by = "target_accuracy"

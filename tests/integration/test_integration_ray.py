@@ -1,6 +1,7 @@
 """The Ray runtime on a real local Ray (2 CPUs): identical results, loud failures."""
 
 import filecmp
+import json
 
 import pytest
 import ray
@@ -65,3 +66,17 @@ def test_dead_device_host_is_a_clear_error(tmp_path, local_ray):
     finally:
         runtime.close()
     assert ray.is_initialized()  # a runtime never shuts down a Ray it did not start
+
+
+def test_evaluation_read_a_round_late_gives_the_same_files(tmp_path, local_ray):
+    # without a target accuracy the driver reads each evaluation after submitting the next
+    # round (Ray evaluates while devices train); rows, UA and files must not change
+    sets = ("stop.target_accuracy=null", "evaluation.every=1", "evaluation.ua=true")
+    ref = run(scenario(*sets), tmp_path / "inline")
+    res = run(scenario(*sets, "runtime.kind=ray"), tmp_path / "ray")
+    for f in FILES:
+        assert filecmp.cmp(ref.path / f, res.path / f, shallow=False), f
+    assert list(res.rounds["round"]) == [0, 1, 2, 3]
+    assert res.rounds["accuracy"].notna().all() and len(res.device_ua) == 4 * 30
+    wall = json.loads((res.path / "timings.json").read_text())["wall_s_per_round"]
+    assert len(wall) == 4 and all(w > 0 for w in wall)
