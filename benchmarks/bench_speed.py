@@ -91,11 +91,12 @@ def tree_pss_bytes(root: int) -> int:
 
 
 @contextmanager
-def peak_memory(interval_s: float = 0.5) -> Iterator[list[int]]:
+def peak_memory(interval_s: float = 1.0) -> Iterator[list[int]]:
     """Sample the process tree's PSS while the block runs; yields a one-item list (peak).
 
     One sample of a Ray tree costs about 20 ms of CPU (smaps_rollup of a dozen processes), so
-    sampling is kept sparse (4 % of one core) lest it slow the contender it measures.
+    sampling is kept sparse (2 % of one core) lest it slow the contender it measures; rounds
+    repeat the same allocations, so a sample a second still meets the plateau.
     """
     peak = [tree_pss_bytes(os.getpid())]
     stop = threading.Event()
