@@ -22,6 +22,7 @@ from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
+from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import (
@@ -171,6 +172,13 @@ def make_runtime(prep: Prepared, parts: list[DevicePartition]) -> Runtime:
     return InlineRuntime(setup)
 
 
+def _lock_step(prep: Prepared) -> bool:
+    """Return whether the device hosts train in lock-step (``runtime.vectorize`` resolved)."""
+    ds = prep.dataset
+    net = build_model(prep.scenario.model, ds.input_shape, ds.num_classes)
+    return resolve_vectorize(prep.scenario.runtime.vectorize, net)
+
+
 def _used_profiles(sc: Scenario, profiles: ProfileLibrary) -> dict[str, Any]:
     names = {f"devices/{sc.topology.cloud.hardware}", f"networks/{sc.topology.cloud.backhaul}"}
     for edge in sc.topology.edges:
@@ -267,6 +275,7 @@ def run(
             "upload_bytes": prep.payloads.upload_bytes,
         },
         "algorithm": algorithm_summary(prep.algorithm),
+        "lock_step_training": _lock_step(prep) if scenario.learning else None,
         "packages": _package_versions(),
         "summary": summary,
     }

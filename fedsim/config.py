@@ -156,13 +156,18 @@ class EvaluationSpec(_Strict):
 
 
 class RuntimeSpec(_Strict):
-    """Where the model math runs."""
+    """Where the model math runs.
+
+    ``vectorize``: ``true`` trains a host call's devices in lock-step (batched), ``false``
+    one after another (the bit-exact reference), ``auto`` in lock-step when the model is a
+    chain of Linear/ReLU/BatchNorm1d/Flatten (the hand-fused path), one by one otherwise.
+    """
 
     kind: Literal["inline", "ray"] = "inline"
     workers: PositiveInt = 2
     address: str | None = None
     torch_threads: PositiveInt = 1
-    vectorize: bool = False
+    vectorize: bool | Literal["auto"] = "auto"
     timeout_s: PositiveFloat = 600.0
     dashboard: bool = False
 

@@ -131,3 +131,15 @@ def test_samples_options_are_checked(tmp_path):
     ]
     lines = problems(tmp_path, VALID + "learning: false\ndata: {samples_per_device: '5'}\n")
     assert "data.samples_per_device" in lines[0]  # strict: a string is not a count
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", True), ("false", False)])
+def test_vectorize_takes_auto_or_a_bool(tmp_path, value, expected):
+    sc = load_scenario(write(tmp_path, VALID), [f"runtime.vectorize={value}"])
+    assert sc.runtime.vectorize == expected
+    assert load_scenario(write(tmp_path, VALID)).runtime.vectorize == "auto"
+
+
+def test_vectorize_rejects_other_words(tmp_path):
+    lines = problems(tmp_path, VALID + "runtime: {vectorize: sometimes}\n")
+    assert any("runtime.vectorize" in line for line in lines)

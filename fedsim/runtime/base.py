@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,8 +33,9 @@ class LearningSetup:
         Number of edges.
     torch_threads : int
         Torch intra-op threads in every place that computes.
-    vectorize : bool
-        Train the devices of one host call in lock-step (batched).
+    vectorize : bool or "auto"
+        Train the devices of one host call in lock-step (batched); ``"auto"``: when the
+        model has the hand-fused lock-step path (:func:`~fedsim.runtime.training.can_fuse`).
     """
 
     seed: int
@@ -44,7 +45,7 @@ class LearningSetup:
     algorithm: ComponentSpec
     num_edges: int
     torch_threads: int = 1
-    vectorize: bool = False
+    vectorize: bool | Literal["auto"] = False
 
 
 @dataclass(frozen=True)

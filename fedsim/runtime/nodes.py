@@ -24,6 +24,7 @@ from fedsim.data import Dataset, DevicePartition
 from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup
 from fedsim.runtime.evaluation import shared_model_accuracies
+from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, int_seed
 
 
@@ -83,9 +84,9 @@ class DeviceHost:
         torch.set_num_threads(setup.torch_threads)
         self.host_id = host_id
         self._seed = setup.seed
-        self._vectorize = setup.vectorize
         self._algorithm: Algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
+        self._vectorize = resolve_vectorize(setup.vectorize, self._model)
         ds: Dataset = setup.dataset
         self._x_train, self._y_train = _tensor(ds.x_train), _tensor(ds.y_train)
         self._x_test, self._y_test = _tensor(ds.x_test), _tensor(ds.y_test)

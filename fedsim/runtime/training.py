@@ -501,6 +501,16 @@ def _vmap_train(
     return torch.stack(losses) if losses else torch.zeros(0, 0)
 
 
+def can_fuse(model: nn.Module) -> bool:
+    """Return whether ``model`` has the hand-fused lock-step path (an MLP chain)."""
+    return _fused_plan(model) is not None
+
+
+def resolve_vectorize(vectorize: bool | Literal["auto"], model: nn.Module) -> bool:
+    """Return whether to train in lock-step: ``"auto"`` means when :func:`can_fuse`."""
+    return can_fuse(model) if vectorize == "auto" else bool(vectorize)
+
+
 def train_vectorized(
     model: nn.Module,
     global_state: State,

@@ -296,3 +296,13 @@ def test_training_learns_a_separable_problem(name: str, trainer: Callable[..., l
             after = nn.functional.cross_entropy(functional_call(model, res.state, (xb,)), yb)
         assert float(after) < 0.2 * float(before)
         assert res.num_steps == 30 and math.isfinite(res.mean_loss)
+
+
+def test_auto_vectorizes_mlp_chains_only() -> None:
+    from fedsim.runtime.training import can_fuse, resolve_vectorize
+
+    assert can_fuse(mlp()) and can_fuse(mlp_bn()) and not can_fuse(small_cnn())
+    assert resolve_vectorize("auto", mlp()) is True
+    assert resolve_vectorize("auto", small_cnn()) is False
+    assert resolve_vectorize(True, small_cnn()) is True
+    assert resolve_vectorize(False, mlp()) is False
