@@ -6,7 +6,9 @@ Each population runs in its own process (so its peak memory is its own): the qui
 topology resized to N devices, ``learning: false`` with ``data.samples_per_device`` (no
 partition), model digits_mlp, K devices per round (no deadline, no over-selection), once
 with ``always_on`` and once with ``on_off`` availability (mean on 60 s, off 20 s). Prints
-setup seconds, driver milliseconds per round (median over rounds after the first),
+setup seconds, driver milliseconds per round (median over rounds after the first) and the
+part of it spent in the SimPy collection phase (every selected device's process, from the
+round's start to its close),
 devices simulated per second, peak RSS of the process and how much of it the run added
 beyond the imports, and setup time and cost per simulated device relative to the
 10^3-device case (with on/off availability fewer than K devices of a small population
@@ -23,7 +25,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_DEVICES = 20  # the quickstart's other three device groups (5 + 10 + 5)
@@ -36,8 +41,20 @@ def _rss_mb() -> float:
 
 def one(devices: int, kind: str, rounds: int, per_round: int, out: Path) -> dict[str, float]:
     """Run one configuration in this process; return its figures."""
+    import fedsim.sim.simulation as simulation
     from fedsim.api import run  # imported here so the baseline RSS includes the libraries
 
+    collection_s: list[float] = []
+    run_round = simulation.run_round
+
+    def timed_round(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        """The SimPy collection phase of a round, timed from its start to its end."""
+        t0 = time.perf_counter()
+        timing = yield from run_round(*args, **kwargs)
+        collection_s.append(time.perf_counter() - t0)
+        return timing
+
+    simulation.run_round = timed_round  # type: ignore[assignment]
     base_mb = _rss_mb()
     overrides = [
         "learning=false",
@@ -61,6 +78,7 @@ def one(devices: int, kind: str, rounds: int, per_round: int, out: Path) -> dict
         "setup_s": timings["setup_s"],
         "first_ms": per_round_s[0] * 1e3,
         "ms_per_round": median_s * 1e3,
+        "simpy_ms": statistics.median(collection_s[1:] or collection_s) * 1e3,
         "devices_per_round": simulated,
         "devices_per_s": simulated / median_s,
         "peak_rss_mb": _rss_mb(),
@@ -93,7 +111,7 @@ def main() -> int:
         for kind in ("always_on", "on_off"):
             print(f"\navailability: {kind}")
             print(
-                f"{'devices':>9} {'setup s':>8} {'first ms':>9} {'ms/round':>9} "
+                f"{'devices':>9} {'setup s':>8} {'first ms':>9} {'ms/round':>9} {'SimPy ms':>8} "
                 f"{'dev/round':>9} {'devices/s':>10} {'peak RSS MB':>11} {'run added MB':>12} "
                 f"{'x setup':>8} {'x us/device':>11}"
             )
@@ -111,6 +129,7 @@ def main() -> int:
                 base = base or f
                 print(
                     f"{n:>9,} {f['setup_s']:>8.2f} {f['first_ms']:>9.1f} {f['ms_per_round']:>9.1f} "
+                    f"{f['simpy_ms']:>8.1f} "
                     f"{f['devices_per_round']:>9.0f} {f['devices_per_s']:>10,.0f} "
                     f"{f['peak_rss_mb']:>11.0f} {f['added_rss_mb']:>12.1f} "
                     f"{f['setup_s'] / base['setup_s']:>8.2f} "
