@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -85,22 +85,28 @@ class Algorithm(ABC):
         """Return the names of the tensors a device uploads (this decides the bytes)."""
         return [k for k, v in state.items() if v.is_floating_point()]
 
-    def aggregate(self, base: State, updates: Sequence[tuple[State, float]]) -> Aggregate:
+    def aggregate(
+        self, base: State, weights: Sequence[float], payloads: Iterable[State]
+    ) -> Aggregate:
         """Return the weighted mean of the payloads; keys not uploaded keep ``base``.
 
-        Updates are summed in the order given (the caller orders them by virtual arrival
-        time, then device id), so the result is bit-reproducible.
+        ``payloads`` is read once, in order, one payload at a time (a runtime may produce
+        them as it trains; the caller orders them by virtual arrival time, then device id);
+        their ``weights`` are known up front. Each payload is added into float64
+        accumulators before the next is read, so the result is bit-reproducible.
         """
-        total = float(sum(w for _, w in updates))
-        if not updates or total <= 0:
+        total = float(sum(weights))
+        if not weights or total <= 0:
             return Aggregate(dict(base), 0.0)
-        out = dict(base)
-        for key in updates[0][0]:
-            acc = torch.zeros_like(updates[0][0][key], dtype=torch.float64)
-            for payload, weight in updates:
+        acc: dict[str, torch.Tensor] = {}
+        for payload, weight in zip(payloads, weights, strict=True):
+            for key, value in payload.items():
+                if key not in acc:
+                    acc[key] = torch.zeros_like(value, dtype=torch.float64)
                 # float32 promoted to float64 inside the add: exact, no temporary copy
-                acc.add_(payload[key], alpha=weight / total)
-            out[key] = acc.to(base[key].dtype)
+                acc[key].add_(value, alpha=weight / total)
+        out = dict(base)
+        out.update((key, a.to(base[key].dtype)) for key, a in acc.items())
         return Aggregate(out, total)
 
 

@@ -1,29 +1,38 @@
-"""The in-process runtime: the same nodes as on Ray, called lazily in the driver."""
+"""The in-process runtime: the same nodes as on Ray, training lazily as the edges read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from fedsim.algorithms.base import DeviceUpdate, State
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
 from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+from fedsim.runtime.training import DEFAULT_GROUP_SIZE
 
 
 @dataclass
 class _LazyCall:
-    """One host call, run on first read (so discarded work never runs)."""
+    """One host call whose devices are trained on demand, a block at a time."""
 
     host: DeviceHost
     base: State
     round_index: int
     device_ids: list[int]
-    _result: list[DeviceUpdate] | None = field(default=None, init=False)
+    _trained: dict[int, DeviceUpdate] = field(default_factory=dict, init=False)
 
-    def result(self) -> list[DeviceUpdate]:
-        if self._result is None:
-            self._result = self.host.train(self.base, self.round_index, self.device_ids)
-        return self._result
+    def train(self, indices: Sequence[int]) -> None:
+        """Train the devices at ``indices`` (positions in ``device_ids``) not yet trained."""
+        todo = [i for i in indices if i not in self._trained]
+        if todo:
+            ids = [self.device_ids[i] for i in todo]
+            updates = self.host.train(self.base, self.round_index, ids)
+            self._trained.update(zip(todo, updates, strict=True))
+
+    def take(self, index: int) -> DeviceUpdate:
+        """Return the update at ``index`` (training it if needed) and forget it."""
+        self.train([index])
+        return self._trained.pop(index)
 
 
 @dataclass(frozen=True)
@@ -32,36 +41,63 @@ class InlineHandle:
 
     call: _LazyCall
     index: int
+    num_samples: int
 
     def result(self) -> DeviceUpdate:
-        """Return the update, training the whole host call on first read."""
-        return self.call.result()[self.index]
+        """Return the update, training it on first read (an update is read once)."""
+        return self.call.take(self.index)
 
 
 class InlineRuntime(Runtime):
     """Runs the cloud, the edges and one device host in the driver process.
 
+    Training is lazy: an edge reads its updates in aggregation order (virtual arrival time,
+    device id), and the host trains them in blocks of ``block_size`` in that order, each
+    block added to the edge's model as soon as it is trained and then freed. Devices that
+    virtual time discarded are never trained, at most one block of models is alive at a
+    time, and the aggregation reads models while they are still in cache. Blocking changes
+    no bit of a device's update: a device's training never depends on the devices trained
+    with it (tested for the per-device loop and the lock-step path).
+
     Parameters
     ----------
     setup : LearningSetup
         The learning side of the scenario.
+    block_size : int
+        Devices trained per host call.
     """
 
-    def __init__(self, setup: LearningSetup) -> None:
+    def __init__(self, setup: LearningSetup, block_size: int = DEFAULT_GROUP_SIZE) -> None:
         self._cloud = CloudServer(setup)
         self._edges = [EdgeServer(setup, self._cloud.model()) for _ in range(setup.num_edges)]
         self._host = DeviceHost(0, setup, dict(enumerate(setup.partitions)))
+        self._samples = [len(p.train_idx) for p in setup.partitions]
+        self._block_size = block_size
 
     def train(
         self, edge_id: int, round_index: int, device_ids: Sequence[int]
     ) -> list[InlineHandle]:
         """Queue a host call for ``device_ids``; nothing runs until a handle is read."""
-        call = _LazyCall(self._host, self._edges[edge_id].model(), round_index, list(device_ids))
-        return [InlineHandle(call, i) for i in range(len(device_ids))]
+        ids = [int(d) for d in device_ids]
+        call = _LazyCall(self._host, self._edges[edge_id].model(), round_index, ids)
+        return [InlineHandle(call, i, self._samples[d]) for i, d in enumerate(ids)]
+
+    def _payloads(self, handles: Sequence[InlineHandle]) -> Iterator[State]:
+        """Yield the handles' payloads in order, training them block by block."""
+        for start in range(0, len(handles), self._block_size):
+            block = handles[start : start + self._block_size]
+            by_call: dict[int, tuple[_LazyCall, list[int]]] = {}
+            for h in block:
+                by_call.setdefault(id(h.call), (h.call, []))[1].append(h.index)
+            for call, indices in by_call.values():
+                call.train(indices)
+            for h in block:
+                yield h.result().payload
 
     def aggregate_edge(self, edge_id: int, handles: Sequence[InlineHandle]) -> None:
-        """Aggregate the updates at the edge, in the given order."""
-        self._edges[edge_id].aggregate(*(h.result() for h in handles))
+        """Aggregate the updates at the edge, in the given order, training as it reads."""
+        weights = [float(h.num_samples) for h in handles]
+        self._edges[edge_id].aggregate(weights, self._payloads(handles))
 
     def sync_cloud(self) -> None:
         """Average the edges into the global model and hand it back to every edge."""

@@ -7,7 +7,7 @@ an actor. None of them knows about virtual time.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -125,13 +125,11 @@ class EdgeServer:
         """Return the edge's current model."""
         return self._state
 
-    def aggregate(self, *updates: DeviceUpdate) -> None:
-        """Replace the edge model by the weighted mean of the updates, in the given order."""
-        if not updates:
+    def aggregate(self, weights: Sequence[float], payloads: Iterable[State]) -> None:
+        """Replace the edge model by the weighted mean of the payloads, read in order."""
+        if not weights:
             return
-        agg = self._algorithm.aggregate(
-            self._state, [(u.payload, float(u.num_samples)) for u in updates]
-        )
+        agg = self._algorithm.aggregate(self._state, weights, payloads)
         self._state, self._weight = agg.state, agg.weight
 
     def upload(self) -> Aggregate:
@@ -161,7 +159,9 @@ class CloudServer:
 
     def aggregate(self, *edges: Aggregate) -> State:
         """Average the edges' models (weighted by their sample counts), in edge order."""
-        agg = self._algorithm.aggregate(self._state, [(e.state, e.weight) for e in edges])
+        agg = self._algorithm.aggregate(
+            self._state, [e.weight for e in edges], (e.state for e in edges)
+        )
         self._state = agg.state
         return self._state
 

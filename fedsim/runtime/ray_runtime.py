@@ -74,7 +74,8 @@ class EdgeActor:
 
     def aggregate(self, rows: list[tuple[int, int]], *batches: UpdateBatch) -> int:
         """Aggregate the updates ``batches[b].update(row)`` for ``(b, row)`` in ``rows`` order."""
-        self.edge.aggregate(*(batches[b].update(row) for b, row in rows))
+        weights = [float(batches[b].num_samples[row]) for b, row in rows]
+        self.edge.aggregate(weights, (batches[b].update(row).payload for b, row in rows))
         return len(rows)
 
     def upload(self) -> Aggregate:

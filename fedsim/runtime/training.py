@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -270,8 +271,20 @@ class _Op:
     module: nn.Module | None = None
 
 
+#: Fused plans by model object. Tracing costs ~2 ms and a host trains its one scratch model
+#: in many calls (a block at a time inline); a memo of a pure function of the model's
+#: structure, which fedsim never changes after building a model.
+_PLANS: weakref.WeakKeyDictionary[nn.Module, list[_Op] | None] = weakref.WeakKeyDictionary()
+
+
 def _fused_plan(model: nn.Module) -> list[_Op] | None:
-    """Return the op chain of an MLP of Linear/ReLU/BatchNorm1d/Flatten, or None."""
+    """Return the op chain of an MLP of Linear/ReLU/BatchNorm1d/Flatten, or None (memoised)."""
+    if model not in _PLANS:
+        _PLANS[model] = _trace_plan(model)
+    return _PLANS[model]
+
+
+def _trace_plan(model: nn.Module) -> list[_Op] | None:
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception:  # noqa: BLE001 - any tracing failure means "not a plain chain"
@@ -328,13 +341,12 @@ def _fused_plan(model: nn.Module) -> list[_Op] | None:
 def _fused_train(
     plan: list[_Op],
     stacked: State,
-    xs: list[Tensor],
-    ys: list[Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
     lr: float,
 ) -> Tensor:
     """Run the hand-fused MLP steps on stacked state (in place); return losses (steps, D)."""
     losses = []
-    for xb, yb in zip(xs, ys, strict=True):
+    for xb, yb in batches:
         bsz = xb.shape[1]
         h = xb.flatten(2) if xb.dim() > 3 else xb
         saved: list[Any] = []
@@ -470,8 +482,7 @@ def _vmap_trainer(
 def _vmap_train(
     model: nn.Module,
     stacked: State,
-    xs: list[Tensor],
-    ys: list[Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
     lr: float,
 ) -> Tensor:
     """Run vmap(grad) steps on stacked state (in place); return losses (steps, D)."""
@@ -482,7 +493,7 @@ def _vmap_train(
     params = {n: stacked[n] for n in param_names}
     buffers = {n: t for n, t in stacked.items() if n not in params and n not in bn_names}
     losses = []
-    for xb, yb in zip(xs, ys, strict=True):
+    for xb, yb in batches:
         grads, (loss, stats) = step(params, buffers, xb, yb)
         for (prefix, bn), (mean, var_unbiased) in zip(bns, stats, strict=True):
             tracked = stacked[prefix + ".num_batches_tracked"]
@@ -592,12 +603,12 @@ def train_vectorized(
                     torch.from_numpy(np.stack([per_job[j][s] for j in padded]))
                     for s in range(len(signature))
                 ]
-                xs = [x[r] for r in rows]
-                ys = [y[r] for r in rows]
+                # gathered step by step, so each step's batch is cache-hot when used
+                steps = ((x[r], y[r]) for r in rows)
                 if plan is not None:
-                    losses = _fused_train(plan, stacked, xs, ys, opt.lr)
+                    losses = _fused_train(plan, stacked, steps, opt.lr)
                 else:
-                    losses = _vmap_train(model, stacked, xs, ys, opt.lr)
+                    losses = _vmap_train(model, stacked, steps, opt.lr)
                 mean_losses = losses.double().mean(0).tolist()
             else:
                 mean_losses = [math.nan] * n
