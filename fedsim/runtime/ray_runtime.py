@@ -31,8 +31,17 @@ class RayHandle:
 
 
 def _light(setup: LearningSetup) -> LearningSetup:
-    """Return the setup without the dataset and partitions (they travel separately)."""
-    return dataclasses.replace(setup, partitions=())
+    """Return the setup without the data and partitions (they travel separately).
+
+    The dataset keeps its name and shapes but no rows: every actor's constructor arguments
+    are serialised, and the arrays go once through the object store instead.
+    """
+    ds = setup.dataset
+    empty = dataclasses.replace(
+        ds, x_train=ds.x_train[:0], y_train=ds.y_train[:0], x_test=ds.x_test[:0],
+        y_test=ds.y_test[:0], users_train=None, users_test=None,
+    )  # fmt: skip
+    return dataclasses.replace(setup, partitions=(), dataset=empty)
 
 
 @ray.remote(num_cpus=1)
@@ -168,7 +177,10 @@ class RayRuntime(Runtime):
             EdgeActor.remote(light, initial)  # type: ignore[attr-defined]
             for _ in range(setup.num_edges)
         ]
-        self._calls: dict[Any, str] = {}  # return ref -> what it was (for error messages)
+        # return ref -> what it was (for error messages): host calls (large update batches,
+        # waited for but never fetched by the driver) and the small edge calls
+        self._host_calls: dict[Any, str] = {}
+        self._calls: dict[Any, str] = {}
         # Wait until every actor process has started and built its node, so that start-up
         # (worker processes importing torch, dataset views) counts as set-up, not round 0.
         actors = [*self._hosts, *self._edges, self._cloud]
@@ -180,19 +192,22 @@ class RayRuntime(Runtime):
         try:
             return ray.get(refs, timeout=self._timeout_s)
         except GetTimeoutError:
-            raise RuntimeFailure(
-                f"timed out after {self._timeout_s:g} s while {what} "
-                "(raise runtime.timeout_s if the work is simply slow)"
-            ) from None
+            raise self._timed_out(what) from None
         except RayActorError as exc:
             raise RuntimeFailure(f"an actor died while {what}: {self._culprit()}{exc}") from None
         except RayError as exc:
             raise RuntimeFailure(f"failed while {what}: {self._culprit()}{exc}") from None
 
+    def _timed_out(self, what: str) -> RuntimeFailure:
+        return RuntimeFailure(
+            f"timed out after {self._timeout_s:g} s while {what} "
+            "(raise runtime.timeout_s if the work is simply slow)"
+        )
+
     def _culprit(self) -> str:
         """Name the device-host calls that failed, if any (checked without blocking)."""
         bad = []
-        for ref, what in list(self._calls.items()):
+        for ref, what in [*self._host_calls.items(), *self._calls.items()]:
             ready, _ = ray.wait([ref], timeout=0)
             if ready:
                 try:
@@ -210,7 +225,7 @@ class RayRuntime(Runtime):
         handle_of: dict[int, RayHandle] = {}
         for h, ids in sorted(by_host.items()):
             ref = self._hosts[h].train.remote(base, round_index, ids)
-            self._calls[ref] = f"device host {h} training devices {ids} in round {round_index}"
+            self._host_calls[ref] = f"device host {h} training devices {ids} in round {round_index}"
             handle_of.update((d, RayHandle(ref, row)) for row, d in enumerate(ids))
         return [handle_of[int(d)] for d in device_ids]
 
@@ -222,11 +237,22 @@ class RayRuntime(Runtime):
         self._calls[ref] = f"edge {edge_id} aggregating {len(handles)} updates"
 
     def sync_cloud(self) -> None:
-        """Aggregate edges at the cloud and push the new model back; waits for it."""
+        """Aggregate edges at the cloud and push the new model back; waits for it all."""
         new = self._cloud.aggregate.remote(*(e.upload.remote() for e in self._edges))
         done = [e.receive.remote(new) for e in self._edges]
-        self._get(list(self._calls) + done, "aggregating edge models at the cloud")
+        what = "aggregating edge models at the cloud"
+        # Wait for the host calls without fetching their batches into the driver (a host
+        # failure surfaces through the edge call that reads its batch); fetch only small
+        # values.
+        host_refs = list(self._host_calls)
+        ready, _ = ray.wait(
+            host_refs, num_returns=len(host_refs), timeout=self._timeout_s, fetch_local=False
+        )
+        if len(ready) < len(host_refs):
+            raise self._timed_out(what)
+        self._get(list(self._calls) + done, what)
         self._calls.clear()
+        self._host_calls.clear()
 
     def discard(self, handles: Sequence[RayHandle]) -> None:
         """Nothing to cancel: a host call trains many devices; its batch goes with its refs."""
