@@ -1,4 +1,4 @@
-"""User-model accuracy (UA) of many devices at once: a shared model, or stacked device models."""
+"""Evaluation on test rows in fixed blocks: the global model, and many devices' user models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,49 @@ State = dict[str, Tensor]
 #: Test rows per forward pass. Blocks are cut at fixed absolute positions of the test set, so
 #: a row's logits never depend on which other devices a host happens to evaluate.
 EVAL_BLOCK_ROWS = 1024
+
+
+def num_blocks(num_rows: int, block_rows: int = EVAL_BLOCK_ROWS) -> int:
+    """Return how many fixed blocks ``num_rows`` test rows make."""
+    return -(-num_rows // block_rows)
+
+
+def block_scores(
+    model: nn.Module,
+    state: State,
+    x: Tensor,
+    y: Tensor,
+    blocks: Sequence[int],
+    block_rows: int = EVAL_BLOCK_ROWS,
+) -> list[tuple[int, float]]:
+    """Return (number correct, summed cross-entropy) of ``state`` on each given block.
+
+    Block ``b`` is rows ``[b * block_rows, (b + 1) * block_rows)`` of ``x``/``y``. A block's
+    figures depend only on the model and its rows, so blocks can be scored in any process
+    and combined with :func:`combine_scores`.
+    """
+    model.load_state_dict(state)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in blocks:
+            xb, yb = (
+                x[b * block_rows : (b + 1) * block_rows],
+                y[b * block_rows : (b + 1) * block_rows],
+            )
+            logits = model(xb)
+            loss = float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            out.append((int((logits.argmax(dim=1) == yb).sum()), loss))
+    return out
+
+
+def combine_scores(scores: Sequence[tuple[int, float]], num_rows: int) -> tuple[float, float]:
+    """Return accuracy and mean loss from every block's scores, given in block order."""
+    correct, loss_sum = 0, 0.0
+    for c, loss in scores:  # in block order, so the float sum never depends on who scored
+        correct += c
+        loss_sum += loss
+    return correct / num_rows, loss_sum / num_rows
 
 
 def _accuracies(correct: np.ndarray, test_idx: Sequence[np.ndarray]) -> list[float]:

@@ -23,7 +23,12 @@ from fedsim.algorithms.base import (
 from fedsim.data import Dataset, DevicePartition
 from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup
-from fedsim.runtime.evaluation import shared_model_accuracies
+from fedsim.runtime.evaluation import (
+    block_scores,
+    combine_scores,
+    num_blocks,
+    shared_model_accuracies,
+)
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, int_seed
 
@@ -106,6 +111,10 @@ class DeviceHost:
             self._model, base, self._x_train, self._y_train, tasks, self._vectorize
         )
 
+    def score_blocks(self, state: State, blocks: Sequence[int]) -> list[tuple[int, float]]:
+        """Return (correct, summed loss) of ``state`` on these blocks of the global test set."""
+        return block_scores(self._model, state, self._x_test, self._y_test, blocks)
+
     def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
         """Return each device's accuracy of its user model (here ``state``) on its test split."""
         test_idx = [self._partitions[int(d)].test_idx for d in device_ids]
@@ -168,5 +177,7 @@ class CloudServer:
     def evaluate(self) -> tuple[float, float]:
         """Return accuracy and mean loss of the global model on the global test set."""
         n = int(self._y_test.shape[0])
-        correct, loss_sum = evaluate_state(self._model, self._state, self._x_test, self._y_test)
-        return correct / n, loss_sum / n
+        scores = block_scores(
+            self._model, self._state, self._x_test, self._y_test, range(num_blocks(n))
+        )
+        return combine_scores(scores, n)

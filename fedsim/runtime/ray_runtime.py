@@ -17,6 +17,7 @@ from fedsim.config import RuntimeSpec
 from fedsim.data import Dataset, DevicePartition
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
+from fedsim.runtime.evaluation import combine_scores, num_blocks
 from fedsim.runtime.memory import keep_freed_memory
 from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
 from fedsim.runtime.transport import UpdateBatch
@@ -59,6 +60,10 @@ class DeviceHostActor:
     def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
         """Train the devices; their updates come back as one stacked batch."""
         return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
+
+    def score_blocks(self, state: State, blocks: list[int]) -> list[tuple[int, float]]:
+        """Score the global model on these blocks of the global test set."""
+        return self.host.score_blocks(state, blocks)
 
     def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
         """Return each device's UA."""
@@ -111,10 +116,6 @@ class CloudActor:
         """Aggregate the edges' uploads into the global model."""
         return self.cloud.aggregate(*edges)
 
-    def evaluate(self) -> tuple[float, float]:
-        """Return global accuracy and loss."""
-        return self.cloud.evaluate()
-
 
 class RayRuntime(Runtime):
     """Runs the model math on Ray actors: one cloud, one per edge, ``workers`` device hosts.
@@ -156,6 +157,7 @@ class RayRuntime(Runtime):
 
     def _start(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
         light = _light(setup)
+        self._num_test = int(setup.dataset.y_test.shape[0])
         dataset_ref = ray.put(setup.dataset)
         n_hosts = min(spec.workers, max(1, len(setup.partitions)))
         self._num_hosts = n_hosts
@@ -268,14 +270,21 @@ class RayRuntime(Runtime):
         even if later rounds are queued before the values are read.
         """
         model = self._cloud.model.remote()
-        acc_ref = self._cloud.evaluate.remote()
+        # the device hosts wait for the next round anyway: they score the test blocks
+        blocks = range(num_blocks(self._num_test))
+        score_refs = [
+            host.score_blocks.remote(model, list(blocks[h :: self._num_hosts]))
+            for h, host in enumerate(self._hosts)
+        ]
         by_host: dict[int, list[int]] = {}
         for d in ua_device_ids:
             by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
         ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
 
         def values() -> Evaluation:
-            accuracy, loss = self._get(acc_ref, "evaluating the global model")
+            per_host = self._get(score_refs, "evaluating the global model")
+            scores = [per_host[b % self._num_hosts][b // self._num_hosts] for b in blocks]
+            accuracy, loss = combine_scores(scores, self._num_test)
             ua: dict[int, float] = {}
             for h, ref in sorted(ua_refs.items()):
                 got = self._get(ref, f"device host {h} evaluating UA")
