@@ -59,3 +59,18 @@ def test_stacked_models_match_one_by_one() -> None:
     expected = [_one_by_one(s, x, y, i) for s, i in zip(states, idx, strict=True)]
     assert np.allclose(batched, expected, atol=1.5 / 333)  # at most a tie flip on big devices
     assert len(set(expected)) > 3  # the models really differ
+
+
+def test_global_scores_split_over_hosts_combine_to_the_same_bits() -> None:
+    from fedsim.runtime.evaluation import block_scores, combine_scores, num_blocks
+
+    x, y, _ = _data(2500)
+    state = _state(3)
+    n = num_blocks(2500, 256)
+    assert n == 10
+    whole = combine_scores(block_scores(_model(), state, x, y, range(n), 256), 2500)
+    parts = {h: block_scores(_model(), state, x, y, list(range(h, n, 3)), 256) for h in range(3)}
+    split = combine_scores([parts[b % 3][b // 3] for b in range(n)], 2500)
+    assert whole == split
+    correct, loss_sum = evaluate_state(_model(), state, x, y)
+    assert whole[0] == correct / 2500 and abs(whole[1] - loss_sum / 2500) < 1e-9
