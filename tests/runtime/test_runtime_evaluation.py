@@ -73,4 +73,5 @@ def test_global_scores_split_over_hosts_combine_to_the_same_bits() -> None:
     split = combine_scores([parts[b % 3][b // 3] for b in range(n)], 2500)
     assert whole == split
     correct, loss_sum = evaluate_state(_model(), state, x, y)
-    assert whole[0] == correct / 2500 and abs(whole[1] - loss_sum / 2500) < 1e-9
+    assert whole[0] == correct / 2500  # the loss differs by float32 summation order only
+    assert abs(whole[1] - loss_sum / 2500) < 1e-6 * abs(whole[1])
