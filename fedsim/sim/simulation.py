@@ -21,20 +21,20 @@ from fedsim.sim.availability import Availability
 from fedsim.sim.costs import Transfer, aggregation_s, energy_j, jittered_s, steps_s, transfer
 from fedsim.sim.keyed import KeyedStreams
 from fedsim.sim.population import Population
-from fedsim.sim.sync_round import DeviceOutcome, DevicePlan, RoundTiming, Status, run_round
+from fedsim.sim.rows import (
+    ACCURACY_COLUMNS,
+    DEVICE_COLUMNS,
+    ROUND_COLUMNS,
+    UA_COLUMNS,
+    device_rows,
+    round_row,
+)
+from fedsim.sim.sync_round import DeviceOutcome, DevicePlan, RoundTiming, run_round
 
-ROUND_COLUMNS = (
-    "version", "round", "round_start_s", "virtual_time_s", "participants", "completed",
-    "stragglers", "dropped", "bytes_up", "bytes_down", "energy_j", "download_s", "compute_s",
-    "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
-    "ua_p50", "ua_p90",
-)  # fmt: skip
-DEVICE_COLUMNS = (
-    "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
-    "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
-)  # fmt: skip
-UA_COLUMNS = ("version", "device_id", "accuracy")
-ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
+__all__ = [
+    "DEVICE_COLUMNS", "ROUND_COLUMNS", "UA_COLUMNS", "Payloads", "Simulation",
+    "SimulationInputs", "SimulationResult",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -295,10 +295,13 @@ class Simulation:
             env.run(until=env.timeout(edge_s + cloud_s))
         self._aggregate(used, handles, synced)
         backhaul = (backhaul_up, sum(t.num_bytes for t in fetch.values()))
-        row = self._round_row(
-            round_index, version + int(synced), start, timing, (edge_s, cloud_s), backhaul
+        row = round_row(
+            round_index, version + int(synced), start, env.now, timing, (edge_s, cloud_s),
+            backhaul, self._energy,
+        )  # fmt: skip
+        self.result.device_rounds.extend(
+            device_rows(round_index, timing.outcomes, self.population, self._energy)
         )
-        self._device_rows(round_index, timing.outcomes)
         return row, synced
 
     def _aggregate(
@@ -324,49 +327,6 @@ class Simulation:
     def _energy(self, o: DeviceOutcome) -> float:
         hw = self._device_hw[int(self.population.group_of[o.plan.device_id])]
         return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s)
-
-    def _round_row(
-        self, round_index: int, version: int, start: float, timing: RoundTiming,
-        server_s: tuple[float, float], backhaul_bytes: tuple[int, int],
-    ) -> dict[str, object]:  # fmt: skip
-        """Return a round's row; bytes include the edges' backhaul (up, down) traffic."""
-        outs = timing.outcomes
-        kept = timing.kept
-
-        def mean(attr: str) -> float:
-            return float(np.mean([getattr(o, attr) for o in kept])) if kept else 0.0
-
-        return {
-            "version": version,
-            "round": round_index,
-            "round_start_s": start,
-            "virtual_time_s": self.env.now,
-            "participants": len(outs),
-            "completed": len(kept),
-            "stragglers": sum(o.status is Status.STRAGGLER for o in outs),
-            "dropped": sum(o.status is Status.DROPPED for o in outs),
-            "bytes_up": sum(o.bytes_up for o in outs) + backhaul_bytes[0],
-            "bytes_down": sum(o.bytes_down for o in outs) + backhaul_bytes[1],
-            "energy_j": float(sum(self._energy(o) for o in outs)),
-            "download_s": mean("download_s"),
-            "compute_s": mean("compute_s"),
-            "upload_s": mean("upload_s"),
-            "wait_s": mean("wait_s"),
-            "edge_s": server_s[0],
-            "cloud_s": server_s[1],
-        }
-
-    def _device_rows(self, round_index: int, outcomes: list[DeviceOutcome]) -> None:
-        for o in outcomes:
-            d = o.plan.device_id
-            group = self.population.groups[int(self.population.group_of[d])]
-            self.result.device_rounds.append(
-                (
-                    round_index, d, o.plan.edge_id, group.hardware, group.link, o.status.value,
-                    o.start_s, o.end_s, o.download_s, o.compute_s, o.upload_s, o.wait_s,
-                    o.bytes_up, o.bytes_down, self._energy(o),
-                )
-            )  # fmt: skip
 
     # -- the run -------------------------------------------------------------------------
 

@@ -1,0 +1,80 @@
+"""The rows of the result tables: one per round, one per device per round, one per UA value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fedsim.sim.population import Population
+from fedsim.sim.sync_round import DeviceOutcome, RoundTiming, Status
+
+ROUND_COLUMNS = (
+    "version", "round", "round_start_s", "virtual_time_s", "participants", "completed",
+    "stragglers", "dropped", "bytes_up", "bytes_down", "energy_j", "download_s", "compute_s",
+    "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
+    "ua_p50", "ua_p90",
+)  # fmt: skip
+DEVICE_COLUMNS = (
+    "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
+    "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
+)  # fmt: skip
+UA_COLUMNS = ("version", "device_id", "accuracy")
+ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
+
+EnergyOf = Callable[[DeviceOutcome], float]
+
+
+def round_row(
+    round_index: int, version: int, start_s: float, end_s: float, timing: RoundTiming,
+    server_s: tuple[float, float], backhaul_bytes: tuple[int, int], energy_of: EnergyOf,
+) -> dict[str, object]:  # fmt: skip
+    """Return a round's row without its accuracy columns.
+
+    Bytes include the edges' backhaul traffic (up, down); the phase columns are means over
+    the devices whose reports were kept, and with ``edge_s + cloud_s`` they add up to the
+    round's duration.
+    """
+    outs = timing.outcomes
+    kept = timing.kept
+
+    def mean(attr: str) -> float:
+        return float(np.mean([getattr(o, attr) for o in kept])) if kept else 0.0
+
+    return {
+        "version": version,
+        "round": round_index,
+        "round_start_s": start_s,
+        "virtual_time_s": end_s,
+        "participants": len(outs),
+        "completed": len(kept),
+        "stragglers": sum(o.status is Status.STRAGGLER for o in outs),
+        "dropped": sum(o.status is Status.DROPPED for o in outs),
+        "bytes_up": sum(o.bytes_up for o in outs) + backhaul_bytes[0],
+        "bytes_down": sum(o.bytes_down for o in outs) + backhaul_bytes[1],
+        "energy_j": float(sum(energy_of(o) for o in outs)),
+        "download_s": mean("download_s"),
+        "compute_s": mean("compute_s"),
+        "upload_s": mean("upload_s"),
+        "wait_s": mean("wait_s"),
+        "edge_s": server_s[0],
+        "cloud_s": server_s[1],
+    }
+
+
+def device_rows(
+    round_index: int, outcomes: list[DeviceOutcome], population: Population, energy_of: EnergyOf
+) -> list[tuple[object, ...]]:
+    """Return one row per selected device of a round, in the order of ``outcomes``."""
+    rows: list[tuple[object, ...]] = []
+    for o in outcomes:
+        d = o.plan.device_id
+        group = population.groups[int(population.group_of[d])]
+        rows.append(
+            (
+                round_index, d, o.plan.edge_id, group.hardware, group.link, o.status.value,
+                o.start_s, o.end_s, o.download_s, o.compute_s, o.upload_s, o.wait_s,
+                o.bytes_up, o.bytes_down, energy_of(o),
+            )
+        )  # fmt: skip
+    return rows
