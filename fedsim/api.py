@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import platform
@@ -232,6 +233,9 @@ def run(
         parts = _partitions(prep)
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
         runtime = make_runtime(prep, parts) if scenario.learning else None
+    # The driver needs no samples from here on: the runtime holds them (inline) or has
+    # put them in Ray's object store; let the driver's own copy go.
+    prep = dataclasses.replace(prep, dataset=prep.dataset.without_rows())
     setup_s = time.perf_counter() - wall0
     try:
         inputs = SimulationInputs(prep.profiles, prep.model, prep.algorithm, prep.payloads, samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,14 @@ class Dataset:
     input_shape: tuple[int, ...]
     users_train: np.ndarray | None = None
     users_test: np.ndarray | None = None
+
+    def without_rows(self) -> Dataset:
+        """Return the dataset's name, shapes and classes with no samples (cheap to send)."""
+        return dataclasses.replace(
+            self, x_train=self.x_train[:0].copy(), y_train=self.y_train[:0].copy(),
+            x_test=self.x_test[:0].copy(), y_test=self.y_test[:0].copy(),
+            users_train=None, users_test=None,
+        )  # fmt: skip
 
 
 def data_dir_from_env(explicit: Path | None) -> Path:

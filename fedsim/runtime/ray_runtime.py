@@ -37,12 +37,7 @@ def _light(setup: LearningSetup) -> LearningSetup:
     The dataset keeps its name and shapes but no rows: every actor's constructor arguments
     are serialised, and the arrays go once through the object store instead.
     """
-    ds = setup.dataset
-    empty = dataclasses.replace(
-        ds, x_train=ds.x_train[:0], y_train=ds.y_train[:0], x_test=ds.x_test[:0],
-        y_test=ds.y_test[:0], users_train=None, users_test=None,
-    )  # fmt: skip
-    return dataclasses.replace(setup, partitions=(), dataset=empty)
+    return dataclasses.replace(setup, partitions=(), dataset=setup.dataset.without_rows())
 
 
 @ray.remote(num_cpus=1)
