@@ -72,38 +72,50 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def tree_pss_bytes(root: int) -> int:
-    """Return the proportional set size of ``root`` and all its descendants."""
+def tree_pss(root: int) -> dict[str, int]:
+    """Return the proportional set size (bytes) of ``root`` and each descendant, by process."""
     kids = _children()
-    total, todo = 0, [root]
+    out, todo = {}, [root]
     while todo:
         pid = todo.pop()
         todo.extend(kids.get(pid, []))
         try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                name = f.read().replace("\0", " ").strip()
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
+                        out[f"{pid} {name[:60]}"] = int(line.split()[1]) * 1024
                         break
         except OSError:
             pass
-    return total
+    return out
+
+
+def tree_pss_bytes(root: int) -> int:
+    """Return the proportional set size of ``root`` and all its descendants."""
+    return sum(tree_pss(root).values())
 
 
 @contextmanager
-def peak_memory(interval_s: float = 1.0) -> Iterator[list[int]]:
-    """Sample the process tree's PSS while the block runs; yields a one-item list (peak).
+def peak_memory(interval_s: float = 1.0) -> Iterator[list[Any]]:
+    """Sample the process tree's PSS while the block runs.
+
+    Yields ``[peak bytes, {process: bytes} at the peak]``, filled in as it samples.
 
     One sample of a Ray tree costs about 20 ms of CPU (smaps_rollup of a dozen processes), so
     sampling is kept sparse (2 % of one core) lest it slow the contender it measures; rounds
     repeat the same allocations, so a sample a second still meets the plateau.
     """
-    peak = [tree_pss_bytes(os.getpid())]
+    first = tree_pss(os.getpid())
+    peak: list[Any] = [sum(first.values()), first]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(interval_s):
-            peak[0] = max(peak[0], tree_pss_bytes(os.getpid()))
+            now = tree_pss(os.getpid())
+            if sum(now.values()) > peak[0]:
+                peak[:] = [sum(now.values()), now]
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -208,15 +220,14 @@ FLOOR_CHUNK = 32
 
 def floor_round(w: Workload, state: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
     """One FedAvg round, batched by hand: devices' 2NNs stacked in chunks, baddbmm both ways."""
-    chunks = [range(c, min(c + FLOOR_CHUNK, DEVICES)) for c in range(0, DEVICES, FLOOR_CHUNK)]
-    trained = [floor_chunk(w, state, r, chunk) for chunk in chunks]
     weights = torch.from_numpy(w.weights.astype(np.float32))
-    out = {}
-    for k in LAYERS:
-        for name in (f"{k}.weight", f"{k}.bias"):
-            stacked = torch.cat([t[name].flatten(1) for t in trained])
-            out[name] = (weights @ stacked).view_as(state[name])
-    return out
+    out = {k: torch.zeros(v.numel()) for k, v in state.items()}
+    for c in range(0, DEVICES, FLOOR_CHUNK):
+        chunk = range(c, min(c + FLOOR_CHUNK, DEVICES))
+        trained = floor_chunk(w, state, r, chunk)  # averaged as soon as trained: no copies
+        for name, t in trained.items():
+            out[name].addmv_(t.flatten(1).T, weights[c : chunk.stop])
+    return {k: v.view_as(state[k]) for k, v in out.items()}
 
 
 def floor_chunk(
@@ -258,6 +269,7 @@ class Measured:
     peak_bytes: int  # PSS of the whole process tree, at its highest during the run
     idle_bytes: int  # PSS of the process tree just before the run
     setup_s: float = 0.0
+    peak_by_process: dict[str, int] | None = None
 
     @property
     def per_round_s(self) -> float:
@@ -292,7 +304,7 @@ def run_fedsim(raw: dict[str, Any], out: Path, extra: dict[str, Any]) -> Measure
         res = fedsim.run(scenario_from_dict(sc, "bench_speed"), out)
     timings = json.loads((res.path / "timings.json").read_text())
     accs = res.rounds["accuracy"].tolist()
-    return Measured(timings["wall_s_per_round"], accs, peak[0], idle, timings["setup_s"])
+    return Measured(timings["wall_s_per_round"], accs, peak[0], idle, timings["setup_s"], peak[1])
 
 
 def main() -> int:
@@ -356,6 +368,10 @@ def report(rows: dict[str, Measured]) -> int:
     for name, m in rows.items():
         print(f"  {name:14s} " + " ".join(f"{a:.4f}" for a in m.accuracies))
     print("trajectories agree" if ok else f"TRAJECTORIES DIFFER by more than {ACCURACY_TOLERANCE}")
+    if "fedsim-ray" in rows and rows["fedsim-ray"].peak_by_process:
+        print("fedsim-ray at its peak, PSS MB by process:")
+        for name, size in sorted(rows["fedsim-ray"].peak_by_process.items(), key=lambda kv: -kv[1]):
+            print(f"  {size / 2**20:6.0f}  {name}")
     targets = [("fedsim-inline", 1.05), ("fedsim-ray", 1.3)]
     for name, limit in targets:
         if name in rows:

@@ -53,7 +53,7 @@ class DeviceHostActor:
         self.host = DeviceHost(host_id, full, partitions)
 
     def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
-        """Train the devices; their updates come back as one stacked batch."""
+        """Train the devices; their updates come back as one batch (one object)."""
         return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
 
     def score_blocks(self, state: State, blocks: list[int]) -> list[tuple[int, float]]:
@@ -75,6 +75,7 @@ class EdgeActor:
         # Aggregation runs while the device hosts wait for the next round, and it is
         # elementwise (each output element's sum is computed alone, in update order), so
         # every CPU of the node may take part without changing a bit of the result.
+        # (Revisit for asynchronous rounds, where hosts keep training meanwhile.)
         torch.set_num_threads(max(setup.torch_threads, os.cpu_count() or 1))
 
     def model(self) -> State:
