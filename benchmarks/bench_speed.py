@@ -327,19 +327,23 @@ def main() -> int:
         flush=True,
     )
     rows: dict[str, Measured] = {}
+
+    def done(name: str, m: Measured) -> None:
+        rows[name] = m
+        print(f"  {name}: {m.per_round_s:.3f} s/round", flush=True)
+
     w = Workload(raw)
     if not args.skip_raw:
-        rows["raw"] = run_baseline(w, raw_round, args.rounds)
+        done("raw", run_baseline(w, raw_round, args.rounds))
     with torch.no_grad():
-        rows["floor"] = run_baseline(w, floor_round, args.rounds)
+        done("floor", run_baseline(w, floor_round, args.rounds))
     del w  # the baselines' copy of the data: fedsim loads its own
     with tempfile.TemporaryDirectory() as tmp:
-        rows["fedsim-inline"] = run_fedsim(
-            raw, Path(tmp) / "inline", {"torch_threads": args.threads}
-        )
+        inline_extra = {"torch_threads": args.threads}
+        done("fedsim-inline", run_fedsim(raw, Path(tmp) / "inline", inline_extra))
         if not args.skip_ray:
             ray_extra = {"kind": "ray", "workers": args.workers}
-            rows["fedsim-ray"] = run_fedsim(raw, Path(tmp) / "ray", ray_extra)
+            done("fedsim-ray", run_fedsim(raw, Path(tmp) / "ray", ray_extra))
     return report(rows)
 
 
