@@ -11,15 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from fedsim.algorithms.base import Algorithm
 from fedsim.config import Scenario
-from fedsim.models import ModelInfo
-from fedsim.profiles import ProfileLibrary
 from fedsim.runtime.base import Evaluation, Runtime
-from fedsim.seeding import Purpose, stream
 from fedsim.sim.availability import Availability
-from fedsim.sim.costs import Transfer, aggregation_s, energy_j, jittered_s, steps_s, transfer
-from fedsim.sim.keyed import KeyedStreams
+from fedsim.sim.planning import Payloads, RoundPlanner, SimulationInputs
 from fedsim.sim.population import Population
 from fedsim.sim.rows import (
     ACCURACY_COLUMNS,
@@ -37,14 +32,6 @@ __all__ = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Payloads:
-    """Bytes of what crosses a link: the model down, an update up."""
-
-    download_bytes: int
-    upload_bytes: int
-
-
 @dataclass
 class SimulationResult:
     """Rows of the result tables, in the column order of the module constants."""
@@ -54,31 +41,6 @@ class SimulationResult:
     device_ua: list[tuple[object, ...]] = field(default_factory=list)
     wall_s_per_round: list[float] = field(default_factory=list)
     stopped_by: str = ""
-
-
-@dataclass(frozen=True)
-class SimulationInputs:
-    """What the driver needs besides the scenario (built by :mod:`fedsim.api`).
-
-    Attributes
-    ----------
-    profiles : ProfileLibrary
-        Hardware and link profiles.
-    model : ModelInfo
-        Model description: parameter count, per-sample forward FLOPs.
-    algorithm : Algorithm
-        Decides each device's local steps.
-    payloads : Payloads
-        Bytes down and up per device.
-    samples : np.ndarray
-        Training samples per device, by device id.
-    """
-
-    profiles: ProfileLibrary
-    model: ModelInfo
-    algorithm: Algorithm
-    payloads: Payloads
-    samples: np.ndarray
 
 
 class Simulation:
@@ -116,126 +78,19 @@ class Simulation:
         self.availability = Availability(
             scenario.availability, scenario.seed, self.population.num_devices
         )
-        lib = inputs.profiles
-        self._device_hw = [lib.device(g.hardware) for g in self.population.groups]
-        self._access = [lib.link(g.link) for g in self.population.groups]
-        self._edge_hw = [lib.device(e.hardware) for e in scenario.topology.edges]
-        self._backhaul = [lib.link(e.backhaul) for e in scenario.topology.edges]
-        self._cloud_hw = lib.device(scenario.topology.cloud.hardware)
-        self._steps_s_cache: dict[tuple[int, int], float] = {}  # (group, samples) -> seconds
+        self.planner = RoundPlanner(scenario, inputs, self.population, self.availability)
         self._pending_edges = False  # edges hold updates the cloud has not aggregated yet
         self.result = SimulationResult()
 
-    # -- selection and plans -------------------------------------------------------------
-
     def wanted(self) -> int:
         """Return K, the reports a round keeps."""
-        n = self.population.num_devices
-        r = self.scenario.rounds
-        if r.participants is not None:
-            return r.participants
-        if r.participation is not None:
-            return max(1, math.ceil(r.participation * n))
-        return n
+        return self.planner.wanted()
 
     def select(self, round_index: int) -> np.ndarray:
-        """Choose ``ceil(K * over_selection)`` on-line devices uniformly; sorted ids.
-
-        With on/off availability, the devices are the first on-line ones of a keyed random
-        permutation; only as many devices are asked as it takes to find them.
-        """
-        n = self.population.num_devices
-        need = min(n, math.ceil(self.wanted() * self.scenario.rounds.over_selection))
-        rng = stream(self.scenario.seed, Purpose.SELECT, round_index)
-        now = self.env.now
-        if self.availability.always_on:
-            chosen = rng.choice(n, size=need, replace=False)
-            return np.sort(chosen.astype(np.int64))
-        order = rng.permutation(n)
-        p_on = self.availability.p_on
-        found: list[np.ndarray] = []
-        missing, first = need, 0
-        while missing > 0 and first < n:
-            # ask about a few more devices than are expected to be needed
-            size = min(n - first, int(missing / p_on * 1.1) + 16)
-            ids = order[first : first + size]
-            online = ids[self.availability.online_mask(ids, now)][:missing]
-            found.append(online)
-            missing -= online.shape[0]
-            first += size
-        return np.sort(np.concatenate(found).astype(np.int64)) if found else order[:0]
-
-    def _steps_s(self, group: int, num_samples: int) -> float:
-        """Return a group's device's training seconds for ``num_samples``, before jitter."""
-        seconds = self._steps_s_cache.get((group, num_samples))
-        if seconds is None:
-            model = self.inputs.model
-            seconds = steps_s(
-                self._device_hw[group],
-                model.name,
-                model.forward_flops_per_sample,
-                self.inputs.algorithm.steps(num_samples),
-            )
-            self._steps_s_cache[(group, num_samples)] = seconds
-        return seconds
-
-    def plan(
-        self,
-        device_id: int,
-        round_index: int,
-        fetch_s: float,
-        rng: np.random.Generator | None = None,
-    ) -> DevicePlan:
-        """Draw one device's round: access transfers, training time, drop-out time.
-
-        ``rng`` is the device's ``DEVICE_ROUND`` stream for this round (made when None).
-        """
-        group = int(self.population.group_of[device_id])
-        hw, link = self._device_hw[group], self._access[group]
-        if rng is None:
-            rng = stream(self.scenario.seed, Purpose.DEVICE_ROUND, device_id, round_index)
-        payloads = self.inputs.payloads
-        down = transfer(link, payloads.download_bytes, up=False, rng=rng)
-        compute = jittered_s(hw, self._steps_s(group, int(self.inputs.samples[device_id])), rng)
-        up = transfer(link, payloads.upload_bytes, up=True, rng=rng)
-        offline = self.availability.offline_after(device_id, self.env.now)
-        edge = int(self.population.edge_of[device_id])
-        return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline)
+        """Return the devices selected for a round starting now (sorted ids)."""
+        return self.planner.select(round_index, self.env.now)
 
     # -- one round -----------------------------------------------------------------------
-
-    def _edge_fetch(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
-        """Model each edge fetching the new global model from the cloud (after a sync)."""
-        if round_index % self.scenario.rounds.cloud_every != 0:
-            return {}
-        nbytes = self.inputs.payloads.download_bytes
-        return {
-            e: transfer(
-                self._backhaul[e], nbytes, up=False,
-                rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 0),
-            )
-            for e in sorted(edge_ids)
-        }  # fmt: skip
-
-    def _edge_phase(
-        self, used: list[DeviceOutcome], sync: bool, round_index: int
-    ) -> tuple[float, int]:
-        """Return the edges' time (aggregate, then forward to the cloud) and backhaul bytes."""
-        per_edge: dict[int, int] = {}
-        for o in used:
-            per_edge[o.plan.edge_id] = per_edge.get(o.plan.edge_id, 0) + 1
-        longest, nbytes = 0.0, 0
-        for e, count in sorted(per_edge.items()):
-            seconds = aggregation_s(self._edge_hw[e], self.inputs.model.num_params, count)
-            if sync:
-                t = transfer(
-                    self._backhaul[e], self.inputs.payloads.upload_bytes, up=True,
-                    rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 1),
-                )  # fmt: skip
-                seconds += t.duration_s
-                nbytes += t.num_bytes
-            longest = max(longest, seconds)
-        return longest, nbytes
 
     def _submit(self, round_index: int, plans: list[DevicePlan]) -> dict[int, object]:
         """Submit training for the devices virtual time has not already discarded."""
@@ -258,23 +113,7 @@ class Simulation:
         """Run a round: select, dispatch, collect, aggregate. Returns its row and if synced."""
         env = self.env
         start = env.now
-        selected = self.select(round_index)
-        edges = set(self.population.edge_of[selected].tolist())
-        fetch = self._edge_fetch(edges, round_index)
-        streams = KeyedStreams(self.scenario.seed, Purpose.DEVICE_ROUND, (), (round_index,))
-        seeded = streams.states(selected)
-        states: list[tuple[int, int] | None] = (
-            [None] * len(selected) if seeded is None else [*seeded]
-        )
-        plans = [
-            self.plan(
-                d, round_index, fetch[e].duration_s if e in fetch else 0.0,
-                streams.generator(d, state),
-            )
-            for d, e, state in zip(
-                selected.tolist(), self.population.edge_of[selected].tolist(), states, strict=True
-            )
-        ]  # fmt: skip
+        plans, fetch = self.planner.plans(self.select(round_index), round_index, start)
         handles = self._submit(round_index, plans)
         wanted = min(self.wanted(), len(plans))
         proc = env.process(run_round(env, plans, wanted, self.scenario.rounds.deadline_s))
@@ -284,23 +123,19 @@ class Simulation:
         enough = len(timing.kept) >= math.ceil(self.scenario.rounds.min_report_fraction * wanted)
         used = timing.kept if enough else []  # too few reports: the round fails, nothing is used
         sync = (round_index + 1) % self.scenario.rounds.cloud_every == 0
-        edge_s, backhaul_up = self._edge_phase(used, sync, round_index)
+        edge_s, backhaul_up = self.planner.edge_phase(used, sync, round_index)
         synced = sync and bool(used or self._pending_edges)
-        cloud_s = (
-            aggregation_s(self._cloud_hw, self.inputs.model.num_params, self.population.num_edges)
-            if synced
-            else 0.0
-        )
+        cloud_s = self.planner.cloud_s() if synced else 0.0
         if edge_s + cloud_s > 0:
             env.run(until=env.timeout(edge_s + cloud_s))
         self._aggregate(used, handles, synced)
         backhaul = (backhaul_up, sum(t.num_bytes for t in fetch.values()))
         row = round_row(
             round_index, version + int(synced), start, env.now, timing, (edge_s, cloud_s),
-            backhaul, self._energy,
+            backhaul, self.planner.energy,
         )  # fmt: skip
         self.result.device_rounds.extend(
-            device_rows(round_index, timing.outcomes, self.population, self._energy)
+            device_rows(round_index, timing.outcomes, self.population, self.planner.energy)
         )
         return row, synced
 
@@ -321,12 +156,6 @@ class Simulation:
         self._pending_edges = bool(per_edge or self._pending_edges) and not synced
         if synced:
             self.runtime.sync_cloud()
-
-    # -- rows ----------------------------------------------------------------------------
-
-    def _energy(self, o: DeviceOutcome) -> float:
-        hw = self._device_hw[int(self.population.group_of[o.plan.device_id])]
-        return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s)
 
     # -- the run -------------------------------------------------------------------------
 
