@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,18 @@ def num_blocks(num_rows: int, block_rows: int = EVAL_BLOCK_ROWS) -> int:
     return -(-num_rows // block_rows)
 
 
+def _block_logits(
+    model: nn.Module, state: State, x: Tensor, blocks: Sequence[int], block_rows: int
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(first row, end row, logits)`` of ``state`` for each block, in eval mode."""
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        for b in blocks:
+            lo, hi = b * block_rows, min(int(x.shape[0]), (b + 1) * block_rows)
+            yield lo, hi, model(x[lo:hi])
+
+
 def block_scores(
     model: nn.Module,
     state: State,
@@ -35,18 +47,11 @@ def block_scores(
     figures depend only on the model and its rows, so blocks can be scored in any process
     and combined with :func:`combine_scores`.
     """
-    model.load_state_dict(state)
-    model.eval()
     out = []
-    with torch.no_grad():
-        for b in blocks:
-            xb, yb = (
-                x[b * block_rows : (b + 1) * block_rows],
-                y[b * block_rows : (b + 1) * block_rows],
-            )
-            logits = model(xb)
-            loss = float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
-            out.append((int((logits.argmax(dim=1) == yb).sum()), loss))
+    for lo, hi, logits in _block_logits(model, state, x, blocks, block_rows):
+        yb = y[lo:hi]
+        loss = float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        out.append((int((logits.argmax(dim=1) == yb).sum()), loss))
     return out
 
 
@@ -57,10 +62,6 @@ def combine_scores(scores: Sequence[tuple[int, float]], num_rows: int) -> tuple[
         correct += c
         loss_sum += loss
     return correct / num_rows, loss_sum / num_rows
-
-
-def _accuracies(correct: np.ndarray, test_idx: Sequence[np.ndarray]) -> list[float]:
-    return [float(correct[idx].sum()) / max(1, len(idx)) for idx in test_idx]
 
 
 def shared_model_accuracies(
@@ -96,19 +97,13 @@ def shared_model_accuracies(
     list of float
         Accuracy per device, in the order of ``test_idx`` (0 for a device without rows).
     """
-    n = int(x.shape[0])
-    correct = np.zeros(n, dtype=bool)
+    correct = np.zeros(int(x.shape[0]), dtype=bool)
     nonempty = [idx for idx in test_idx if len(idx)]
     if nonempty:
-        blocks = np.unique(np.concatenate(nonempty) // block_rows)
-        model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            for b in blocks.tolist():
-                lo, hi = b * block_rows, min(n, (b + 1) * block_rows)
-                pred = model(x[lo:hi]).argmax(dim=1)
-                correct[lo:hi] = (pred == y[lo:hi]).numpy()
-    return _accuracies(correct, test_idx)
+        blocks = np.unique(np.concatenate(nonempty) // block_rows).tolist()
+        for lo, hi, logits in _block_logits(model, state, x, blocks, block_rows):
+            correct[lo:hi] = (logits.argmax(dim=1) == y[lo:hi]).numpy()
+    return [float(correct[idx].sum()) / max(1, len(idx)) for idx in test_idx]
 
 
 def stacked_model_accuracies(

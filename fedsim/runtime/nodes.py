@@ -6,10 +6,8 @@ an actor. None of them knows about virtual time.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from fedsim.algorithms.base import (
@@ -25,19 +23,12 @@ from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup
 from fedsim.runtime.evaluation import (
     block_scores,
-    combine_scores,
     num_blocks,
     shared_model_accuracies,
 )
 from fedsim.runtime.training import resolve_vectorize
+from fedsim.runtime.transport import shared_tensor
 from fedsim.seeding import Purpose, int_seed
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """Wrap a (possibly read-only, shared-memory) array without copying it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only arrays from the object store
-        return torch.from_numpy(array)
 
 
 def make_model(setup: LearningSetup) -> torch.nn.Module:
@@ -55,19 +46,11 @@ def initial_state(setup: LearningSetup) -> State:
 
 
 def evaluate_state(
-    model: torch.nn.Module, state: State, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
+    model: torch.nn.Module, state: State, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[int, float]:
     """Return (number correct, summed cross-entropy) of ``state`` on ``x``, ``y``."""
-    model.load_state_dict(state)
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch):
-            logits = model(x[start : start + batch])
-            target = y[start : start + batch]
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == target).sum())
-    return correct, loss_sum
+    scores = block_scores(model, state, x, y, range(num_blocks(int(x.shape[0]))))
+    return sum(c for c, _ in scores), sum(loss for _, loss in scores)
 
 
 class DeviceHost:
@@ -93,8 +76,8 @@ class DeviceHost:
         self._model = make_model(setup)
         self._vectorize = resolve_vectorize(setup.vectorize, self._model)
         ds: Dataset = setup.dataset
-        self._x_train, self._y_train = _tensor(ds.x_train), _tensor(ds.y_train)
-        self._x_test, self._y_test = _tensor(ds.x_test), _tensor(ds.y_test)
+        self._x_train, self._y_train = shared_tensor(ds.x_train), shared_tensor(ds.y_train)
+        self._x_test, self._y_test = shared_tensor(ds.x_test), shared_tensor(ds.y_test)
         self._partitions = dict(partitions)
 
     def train(self, base: State, round_index: int, device_ids: Sequence[int]) -> list[DeviceUpdate]:
@@ -159,8 +142,8 @@ class CloudServer:
         self._algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
         self._state = initial_state(setup)
-        self._x_test = _tensor(setup.dataset.x_test)
-        self._y_test = _tensor(setup.dataset.y_test)
+        self._x_test = shared_tensor(setup.dataset.x_test)
+        self._y_test = shared_tensor(setup.dataset.y_test)
 
     def model(self) -> State:
         """Return the global model."""
@@ -177,7 +160,5 @@ class CloudServer:
     def evaluate(self) -> tuple[float, float]:
         """Return accuracy and mean loss of the global model on the global test set."""
         n = int(self._y_test.shape[0])
-        scores = block_scores(
-            self._model, self._state, self._x_test, self._y_test, range(num_blocks(n))
-        )
-        return combine_scores(scores, n)
+        correct, loss_sum = evaluate_state(self._model, self._state, self._x_test, self._y_test)
+        return correct / n, loss_sum / n

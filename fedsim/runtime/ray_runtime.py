@@ -252,9 +252,6 @@ class RayRuntime(Runtime):
         self._calls.clear()
         self._host_calls.clear()
 
-    def discard(self, handles: Sequence[RayHandle]) -> None:
-        """Nothing to cancel: a host call trains many devices; its batch goes with its refs."""
-
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model on the cloud and UA on the hosts, in parallel."""
         return self.submit_evaluation(ua_device_ids)()

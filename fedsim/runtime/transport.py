@@ -12,6 +12,13 @@ import torch
 from fedsim.algorithms.base import DeviceUpdate
 
 
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only, shared-memory) array without copying it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only arrays from the object store
+        return torch.from_numpy(array)
+
+
 @dataclass(frozen=True)
 class UpdateBatch:
     """The updates of one host call (row ``i`` is device ``device_ids[i]``).
@@ -55,9 +62,7 @@ class UpdateBatch:
 
     def update(self, row: int) -> DeviceUpdate:
         """Return row ``row`` as a DeviceUpdate whose tensors view the batch's arrays."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only arrays of the object store
-            payload = {k: torch.from_numpy(v) for k, v in self.payloads[row].items()}
+        payload = {k: shared_tensor(v) for k, v in self.payloads[row].items()}
         return DeviceUpdate(
             self.device_ids[row], payload, self.num_samples[row], self.mean_loss[row]
         )

@@ -26,6 +26,12 @@ class _Block(NamedTuple):
     switches: list[float]
 
 
+def _online(block: _Block, t: float) -> bool:
+    """Return the state at ``t`` of the block holding ``t``."""
+    k = bisect.bisect_right(block.switches, t)  # switches of this block at or before t
+    return block.online_first == (k % 2 == 0)
+
+
 class Availability:
     """When each device is on line.
 
@@ -72,8 +78,6 @@ class Availability:
         self._cache: OrderedDict[int, _Block] = OrderedDict()
         self._cache_size = max(1, cache_size)
         self._streams = None if self.always_on else KeyedStreams(seed, Purpose.AVAILABILITY)
-        self._bitgen = np.random.PCG64(0)
-        self._rng = np.random.Generator(self._bitgen)
         size = 0 if num_devices is None or self.always_on else num_devices
         self._block_index = np.zeros(size, dtype=np.int32)  # 0: no cursor past block 0
         self._block_start_s = np.zeros(size, dtype=np.float64)
@@ -111,14 +115,10 @@ class Availability:
         )
 
     def _from_cursor(self, device_id: int) -> np.random.Generator:
+        assert self._streams is not None
         s_hi, s_lo, i_hi, i_lo = self._rng_state[device_id].tolist()
-        self._bitgen.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": s_hi << 64 | s_lo, "inc": i_hi << 64 | i_lo},
-            "has_uint32": 0,  # random() and exponential() draw whole 64-bit words
-            "uinteger": 0,
-        }
-        return self._rng
+        # random() and exponential() draw whole 64-bit words: no buffered half-word to keep
+        return self._streams.generator(device_id, (s_hi << 64 | s_lo, i_hi << 64 | i_lo))
 
     def _block_at(self, device_id: int, t: float, seeded: tuple[int, int] | None = None) -> _Block:
         """Return the block of switch times whose last switch is the first one after ``t``.
@@ -165,9 +165,7 @@ class Availability:
         """Return whether the device is on line at virtual time ``t``."""
         if self.always_on:
             return True
-        block = self._block_at(device_id, t)
-        k = bisect.bisect_right(block.switches, t)  # switches of this block at or before t
-        return block.online_first == (k % 2 == 0)
+        return _online(self._block_at(device_id, t), t)
 
     def online_mask(self, device_ids: np.ndarray, t: float) -> np.ndarray:
         """Return whether each device is on line at ``t`` (seeding replays in bulk)."""
@@ -180,8 +178,7 @@ class Availability:
         seeded = dict(zip(replay, states, strict=True)) if states is not None else {}
         out = np.empty(len(ids), dtype=bool)
         for i, d in enumerate(ids):
-            block = self._block_at(d, t, seeded.get(d))
-            out[i] = block.online_first == (bisect.bisect_right(block.switches, t) % 2 == 0)
+            out[i] = _online(self._block_at(d, t, seeded.get(d)), t)
         return out
 
     def offline_after(self, device_id: int, t: float) -> float:

@@ -79,32 +79,6 @@ def jittered_s(device: DeviceProfile, seconds: float, rng: np.random.Generator) 
     return seconds
 
 
-def training_s(
-    device: DeviceProfile,
-    model_name: str,
-    forward_flops_per_sample: float,
-    batch_sizes: list[int] | np.ndarray,
-    rng: np.random.Generator,
-) -> float:
-    """Model local training: the sum of per-step times, times one lognormal jitter factor.
-
-    Parameters
-    ----------
-    device : DeviceProfile
-        The device's hardware.
-    model_name : str
-        Model name (a profile's measured seconds per batch for it win over FLOPs).
-    forward_flops_per_sample : float
-        Forward FLOPs of one sample.
-    batch_sizes : sequence of int
-        The size of every SGD step's batch.
-    rng : np.random.Generator
-        The keyed stream for this device's compute in this round.
-    """
-    seconds = steps_s(device, model_name, forward_flops_per_sample, batch_sizes)
-    return jittered_s(device, seconds, rng)
-
-
 def aggregation_s(host: DeviceProfile, num_params: int, num_updates: int) -> float:
     """Model a weighted average of ``num_updates`` models on a server (2 FLOPs per value)."""
     if num_updates <= 0:
