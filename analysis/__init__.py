@@ -33,7 +33,11 @@ from analysis.plots import (
 )
 from analysis.report import write_report
 from analysis.tables import (
+    critical_devices,
+    critical_path,
+    critical_path_table,
     summary_table,
+    table4_comparison,
     target_table,
     time_breakdown,
     time_breakdown_table,
@@ -45,6 +49,9 @@ __all__ = [
     "MeanCI",
     "RunData",
     "RunSet",
+    "critical_devices",
+    "critical_path",
+    "critical_path_table",
     "device_rounds_frame",
     "device_ua_frame",
     "is_run_dir",
@@ -64,6 +71,7 @@ __all__ = [
     "rounds_to_target",
     "save_figure",
     "summary_table",
+    "table4_comparison",
     "target_frame",
     "target_summary",
     "target_table",
