@@ -19,13 +19,13 @@ from fedsim.algorithms.base import Algorithm, algorithm_summary, build_algorithm
 from fedsim.config import Scenario, load_scenario, scenario_to_dict
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError
-from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe
+from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
-from fedsim.sim.population import sample_counts
+from fedsim.sim.population import Population, sample_counts
 from fedsim.sim.simulation import (
     DEVICE_COLUMNS,
     ROUND_COLUMNS,
@@ -33,6 +33,12 @@ from fedsim.sim.simulation import (
     Payloads,
     Simulation,
     SimulationInputs,
+)
+from fedsim.sim.traces import (
+    AvailabilityTrace,
+    BandwidthTrace,
+    load_availability_trace,
+    load_bandwidth_trace,
 )
 
 __all__ = ["RunResult", "check", "load_scenario", "run"]
@@ -62,6 +68,23 @@ class Prepared:
     dataset: Dataset
     model: ModelInfo
     payloads: Payloads
+    footprint_bytes: int
+    bandwidth: BandwidthTrace | None = None
+    availability_trace: AvailabilityTrace | None = None
+
+    def warnings(self) -> list[str]:
+        """Return one line per device group that can never train (memory too small)."""
+        out = []
+        for i, edge in enumerate(self.scenario.topology.edges):
+            for j, group in enumerate(edge.devices):
+                memory = self.profiles.device(group.hardware).memory_bytes
+                if memory < self.footprint_bytes:
+                    out.append(
+                        f"{self.source}: topology.edges[{i}].devices[{j}]: {group.hardware} "
+                        f"has {memory:,} bytes of memory, training {self.model.name} needs "
+                        f"{self.footprint_bytes:,}: these devices will be 'oom' and never train"
+                    )
+        return out
 
 
 def _package_versions() -> dict[str, str]:
@@ -132,9 +155,39 @@ def check(
     state = net.state_dict()
     # the same tensors go both ways: the model down, the update up (the algorithm decides)
     payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
+    batch = max(algorithm.steps(len(dataset.y_train)), default=1)
+    footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
+    bandwidth, availability = _load_traces(scenario, source)
     return Prepared(
-        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload)
-    )
+        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
+        footprint, bandwidth, availability,
+    )  # fmt: skip
+
+
+def _load_traces(
+    scenario: Scenario, source: str
+) -> tuple[BandwidthTrace | None, AvailabilityTrace | None]:
+    """Load the scenario's traces (paths relative to the scenario file's folder)."""
+    traces = scenario.traces
+    if traces.bandwidth is None and traces.availability is None:
+        return None, None
+    folder = Path(source).parent if Path(source).is_file() else Path.cwd()
+    population = Population.from_topology(scenario.topology)
+    problems: list[str] = []
+    bandwidth = availability = None
+    try:
+        if traces.bandwidth is not None:
+            bandwidth = load_bandwidth_trace(folder / traces.bandwidth, population)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    try:
+        if traces.availability is not None:
+            availability = load_availability_trace(folder / traces.availability, population)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    return bandwidth, availability
 
 
 def _partitions(prep: Prepared) -> list[DevicePartition]:
@@ -238,7 +291,10 @@ def run(
     prep = dataclasses.replace(prep, dataset=prep.dataset.without_rows())
     setup_s = time.perf_counter() - wall0
     try:
-        inputs = SimulationInputs(prep.profiles, prep.model, prep.algorithm, prep.payloads, samples)
+        inputs = SimulationInputs(
+            prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
+            prep.footprint_bytes, prep.bandwidth, prep.availability_trace,
+        )  # fmt: skip
         result = Simulation(scenario, inputs, runtime, on_round).run()
     finally:
         if runtime is not None:
@@ -277,6 +333,7 @@ def run(
             "forward_flops_per_sample": prep.model.forward_flops_per_sample,
             "download_bytes": prep.payloads.download_bytes,
             "upload_bytes": prep.payloads.upload_bytes,
+            "training_footprint_bytes": prep.footprint_bytes,
         },
         "algorithm": algorithm_summary(prep.algorithm),
         "lock_step_training": _lock_step(prep) if scenario.learning else None,

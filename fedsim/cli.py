@@ -61,6 +61,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{prep.payloads.upload_bytes:,} bytes up per update); dataset {prep.dataset.name} "
         f"({len(prep.dataset.y_train):,} train / {len(prep.dataset.y_test):,} test)"
     )
+    for line in prep.warnings():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -78,14 +78,40 @@ class DeviceGroupSpec(_Strict):
     count: PositiveInt
 
 
+class CapacitySpec(_Strict):
+    """A shared capacity per direction, Mbps (``null``: the link profile's ``shared_mbps``)."""
+
+    up: PositiveFloat | None = None
+    down: PositiveFloat | None = None
+
+
 class EdgeSpec(_Strict):
-    """An edge server with its devices."""
+    """An edge server with its devices.
+
+    ``access_mbps`` overrides, for this edge, the shared capacity of the access network
+    that its devices on a given link profile use (keyed by link profile name; default:
+    the link profile's ``shared_mbps``).
+    """
 
     name: str
     hardware: str = "edge_server"
     backhaul: str = "wan"
     trusted: bool = False
+    access_mbps: dict[str, CapacitySpec] = {}
     devices: list[DeviceGroupSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _access_links_used(self) -> EdgeSpec:
+        used = {g.link for g in self.devices}
+        for link in self.access_mbps:
+            if link not in used:
+                raise _field_error(
+                    ("access_mbps", link),
+                    f"no device group of this edge uses link {link!r} "
+                    f"(its links: {', '.join(sorted(used))})",
+                    link,
+                )
+        return self
 
 
 class TopologySpec(_Strict):
@@ -114,6 +140,17 @@ class ComponentSpec(_Strict):
     params: dict[str, JsonValue] = {}
 
 
+class FailureDetectionSpec(_Strict):
+    """How the server learns that a device dropped out.
+
+    ``instant``: at the moment it drops. ``timeout`` (default): ``timeout_s`` after its
+    last sign of life (missed heartbeats), so a drop-out can hold a round open.
+    """
+
+    kind: Literal["instant", "timeout"] = "timeout"
+    timeout_s: PositiveFloat = 30.0
+
+
 class RoundsSpec(_Strict):
     """The synchronous round protocol (hierarchical when ``cloud_every > 1``)."""
 
@@ -124,6 +161,7 @@ class RoundsSpec(_Strict):
     deadline_s: PositiveFloat | None = None
     min_report_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     cloud_every: PositiveInt = 1
+    failure_detection: FailureDetectionSpec = FailureDetectionSpec()
 
     @model_validator(mode="after")
     def _one_of_count_or_fraction(self) -> RoundsSpec:
@@ -138,6 +176,25 @@ class AvailabilitySpec(_Strict):
     kind: Literal["always_on", "on_off"] = "always_on"
     mean_on_s: PositiveFloat = 3600.0
     mean_off_s: PositiveFloat = 600.0
+
+
+class NetworkSpec(_Strict):
+    """Whether transfers and server compute share capacities.
+
+    ``contention: false``: each transfer runs at its own drawn rate, as if alone.
+    """
+
+    contention: bool = True
+
+
+class TracesSpec(_Strict):
+    """Measured traces replacing the drawn models for the devices they name (docs/traces.md).
+
+    Paths are relative to the scenario file's folder.
+    """
+
+    bandwidth: str | None = None
+    availability: str | None = None
 
 
 class StopSpec(_Strict):
@@ -183,6 +240,8 @@ class Scenario(_Strict):
     algorithm: ComponentSpec = ComponentSpec(use="fedavg")
     rounds: RoundsSpec = RoundsSpec()
     availability: AvailabilitySpec = AvailabilitySpec()
+    network: NetworkSpec = NetworkSpec()
+    traces: TracesSpec = TracesSpec()
     stop: StopSpec = StopSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     learning: bool = True

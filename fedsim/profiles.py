@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,14 +99,30 @@ class BandwidthSpec(_Strict):
     sigma: NonNegativeValue
 
 
+class SharedCapacitySpec(_Strict):
+    """Capacity (Mbps) of the medium a link's devices share at one edge, per direction.
+
+    The medium is e.g. a WiFi access point, a cell sector or the edge's backhaul line.
+    """
+
+    up: PositiveValue
+    down: PositiveValue
+
+
 class LinkFile(_Strict):
-    """A whole ``hardware_profiles/networks/<name>.yaml`` file."""
+    """A whole ``hardware_profiles/networks/<name>.yaml`` file.
+
+    ``shared_mbps`` and ``device_sigma`` are optional: absent (or ``null``) means no shared
+    capacity (every transfer independent) and no lasting per-device quality factor.
+    """
 
     name: Annotated[str, Field(pattern=_NAME_PATTERN)]
     description: Source
     up_mbps: BandwidthSpec
     down_mbps: BandwidthSpec
     rtt_ms: PositiveValue
+    shared_mbps: SharedCapacitySpec | None = None
+    device_sigma: NonNegativeValue | None = None
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -206,7 +223,12 @@ class DeviceProfile:
 
 @dataclass(frozen=True)
 class LinkProfile:
-    """A network link: lognormal up/down bandwidth and a fixed round-trip time.
+    """A network link: lognormal up/down bandwidth, a round-trip time and a shared capacity.
+
+    A device's own rate on a transfer is the median times a lasting per-device factor
+    ``exp(device_sigma * z_device)`` (drawn once per device) times a per-transfer factor
+    ``exp(sigma * z)``. Concurrent transfers of the devices on this link under one edge
+    share ``shared_up_mbps`` / ``shared_down_mbps``, each flow capped by its own rate.
 
     Attributes
     ----------
@@ -215,9 +237,16 @@ class LinkProfile:
     up_mbps_median, down_mbps_median : float
         Median bandwidth, Mbps (up = away from the device, towards the cloud).
     up_sigma, down_sigma : float
-        Log-sigma of the bandwidth draws.
+        Log-sigma of the per-transfer bandwidth factor.
     rtt_s : float
         Round-trip time added to every transfer, seconds.
+    shared_up_mbps, shared_down_mbps : float
+        Capacity, Mbps, of the medium that this link's devices at one edge share (a WiFi
+        access point, a cell sector, the edge's backhaul line), per direction; ``math.inf``
+        (the default) means no shared limit: transfers are independent.
+    device_sigma : float
+        Log-sigma of the lasting per-device link-quality factor (location, signal
+        strength), the same for both directions; 0 (the default) means none.
     """
 
     name: str
@@ -226,6 +255,9 @@ class LinkProfile:
     down_mbps_median: float
     down_sigma: float
     rtt_s: float
+    shared_up_mbps: float = math.inf
+    shared_down_mbps: float = math.inf
+    device_sigma: float = 0.0
 
     def key_figures(self) -> dict[str, str]:
         """Return short human-readable figures (for ``fedsim profiles``)."""
@@ -233,7 +265,20 @@ class LinkProfile:
             "up": f"{self.up_mbps_median:g} Mbps (σ {self.up_sigma:g})",
             "down": f"{self.down_mbps_median:g} Mbps (σ {self.down_sigma:g})",
             "rtt": f"{self.rtt_s * 1e3:g} ms",
+            "shared": _shared_figure(self.shared_up_mbps, self.shared_down_mbps),
+            "device σ": f"{self.device_sigma:g}",
         }
+
+
+def _shared_figure(up_mbps: float, down_mbps: float) -> str:
+    """Format a shared capacity, e.g. ``"up 75 Mbps, down 150 Mbps"`` or ``"unlimited"``."""
+    if math.isinf(up_mbps) and math.isinf(down_mbps):
+        return "unlimited"
+    parts = (
+        f"{label} {'unlimited' if math.isinf(mbps) else f'{mbps:g} Mbps'}"
+        for label, mbps in (("up", up_mbps), ("down", down_mbps))
+    )
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -291,7 +336,20 @@ def device_from_file(spec: DeviceFile) -> DeviceProfile:
 
 
 def link_from_file(spec: LinkFile) -> LinkProfile:
-    """Turn a validated link file into the simulator's dataclass."""
+    """Turn a validated link file into the simulator's dataclass.
+
+    Parameters
+    ----------
+    spec : LinkFile
+        A validated link file.
+
+    Returns
+    -------
+    LinkProfile
+        Without ``shared_mbps`` the shared capacities are ``math.inf``; without
+        ``device_sigma`` the lasting per-device spread is 0.
+    """
+    shared = spec.shared_mbps
     return LinkProfile(
         name=spec.name,
         up_mbps_median=spec.up_mbps.median.value,
@@ -299,6 +357,9 @@ def link_from_file(spec: LinkFile) -> LinkProfile:
         down_mbps_median=spec.down_mbps.median.value,
         down_sigma=spec.down_mbps.sigma.value,
         rtt_s=spec.rtt_ms.value / 1e3,
+        shared_up_mbps=math.inf if shared is None else shared.up.value,
+        shared_down_mbps=math.inf if shared is None else shared.down.value,
+        device_sigma=0.0 if spec.device_sigma is None else spec.device_sigma.value,
     )
 
 

@@ -21,6 +21,7 @@ class Purpose(IntEnum):
     DATA = 9
     BACKHAUL = 10
     DEVICE_ROUND = 11
+    LINK_QUALITY = 12
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import pickle
 import shutil
 import sys
@@ -161,7 +162,14 @@ def test_key_figures(lib: ProfileLibrary) -> None:
         "up": "6 Mbps (σ 0.5)",
         "down": "13 Mbps (σ 0.5)",
         "rtt": "70 ms",
+        "shared": "up 30 Mbps, down 100 Mbps",
+        "device σ": "0.5",
     }
+    plain = LinkProfile("lan", 20.0, 0.3, 40.0, 0.3, 0.02)
+    assert plain.key_figures()["shared"] == "unlimited"
+    assert plain.key_figures()["device σ"] == "0"
+    half = LinkProfile("lan", 20.0, 0.3, 40.0, 0.3, 0.02, shared_down_mbps=150.0)
+    assert half.key_figures()["shared"] == "up unlimited, down 150 Mbps"
 
 
 # --------------------------------------------------------------------------- compute model
@@ -287,6 +295,38 @@ def test_ethernet_goodput_arithmetic(lib: ProfileLibrary) -> None:
     assert lib.link("ethernet").up_mbps_median == pytest.approx(1000 * 1448 / 1538, abs=0.5)
 
 
+def test_every_shipped_link_has_shared_capacity_and_device_sigma(lib: ProfileLibrary) -> None:
+    for name, link in lib.links.items():
+        raw = lib.raw[f"networks/{name}"]
+        assert set(raw["shared_mbps"]) == {"up", "down"}, name
+        assert "device_sigma" in raw, name
+        assert math.isfinite(link.shared_up_mbps) and math.isfinite(link.shared_down_mbps)
+        # One device alone never exceeds what the shared medium can carry at its median.
+        assert link.up_mbps_median <= link.shared_up_mbps, name
+        assert link.down_mbps_median <= link.shared_down_mbps, name
+        assert 0.0 <= link.device_sigma <= 1.0, name
+
+
+def test_shared_capacities_are_plausible(lib: ProfileLibrary) -> None:
+    # Cellular: lasting spread large; wired: none.
+    for name in ("3g", "4g", "5g"):
+        assert 0.4 <= lib.link(name).device_sigma <= 0.6, name
+    for name in ("ethernet", "wan"):
+        assert lib.link(name).device_sigma <= 0.05, name
+    # The edge's switch port and backhaul line carry their line rate.
+    ethernet, wan = lib.link("ethernet"), lib.link("wan")
+    assert ethernet.shared_up_mbps == ethernet.up_mbps_median == 941.0
+    assert wan.shared_up_mbps == wan.up_mbps_median == wan.shared_down_mbps == 100.0
+    # MTFL testbed router: 10 clients, each fitted rate a 1/10 share (stated assumption).
+    mtfl = lib.link("wifi_mtfl")
+    assert mtfl.shared_up_mbps == pytest.approx(10 * mtfl.up_mbps_median, rel=0.01)
+    assert mtfl.shared_down_mbps == pytest.approx(10 * mtfl.down_mbps_median, rel=0.01)
+    # Cell capacity grows with the generation, per direction.
+    for attr in ("shared_up_mbps", "shared_down_mbps"):
+        values = [getattr(lib.link(n), attr) for n in ("3g", "4g", "5g")]
+        assert values == sorted(values), attr
+
+
 def test_device_ordering_is_plausible(lib: ProfileLibrary) -> None:
     speed = {n: d.flops_per_s for n, d in lib.devices.items()}
     assert speed["rpi2b"] < speed["rpi3b"] < speed["rpi4"] < speed["edge_server"]
@@ -309,6 +349,83 @@ def test_good_test_files_load(tmp_path: Path) -> None:
     assert lib.device("board").measured_s_per_batch == {"tiny": (16, 1.6)}
     assert lib.link("lan") == LinkProfile("lan", 20.0, 0.3, 40.0, 0.3, 0.02)
     assert lib.raw["devices/board"]["compute"]["flops_per_s"]["value"] == 2.1e9
+
+
+SHARED_UP = 'up: {value: 75.0, source: "estimate: t"}'
+SHARED_DOWN = 'down: {value: 150.0, source: "t"}'
+SHARED_BLOCK = f"shared_mbps:\n  {SHARED_UP}\n  {SHARED_DOWN}\n"
+SHARED_KEYS = SHARED_BLOCK + 'device_sigma: {value: 0.4, source: "estimate: t"}\n'
+
+
+def test_link_without_new_keys_gets_defaults(tmp_path: Path) -> None:
+    root = make_root(
+        tmp_path,
+        {"board.yaml": GOOD_DEVICE.format(name="board")},
+        {"lan.yaml": GOOD_LINK.format(name="lan")},
+    )
+    link = load_profiles(root).link("lan")
+    assert link.shared_up_mbps == math.inf
+    assert link.shared_down_mbps == math.inf
+    assert link.device_sigma == 0.0
+    assert link.key_figures()["shared"] == "unlimited"
+
+
+def test_link_shared_capacity_and_device_sigma_parse(tmp_path: Path) -> None:
+    text = GOOD_LINK.format(name="lan") + SHARED_KEYS
+    root = make_root(tmp_path, {"board.yaml": GOOD_DEVICE.format(name="board")}, {"lan.yaml": text})
+    lib = load_profiles(root)
+    link = lib.link("lan")
+    assert link == LinkProfile(
+        "lan",
+        20.0,
+        0.3,
+        40.0,
+        0.3,
+        0.02,
+        shared_up_mbps=75.0,
+        shared_down_mbps=150.0,
+        device_sigma=0.4,
+    )
+    assert link.key_figures()["shared"] == "up 75 Mbps, down 150 Mbps"
+    assert link.key_figures()["device σ"] == "0.4"
+    assert lib.raw["networks/lan"]["shared_mbps"]["down"]["value"] == 150.0
+    # device_sigma may be 0 (no lasting spread); null is the same as absent.
+    text = GOOD_LINK.format(name="lan") + "shared_mbps: null\n"
+    text += 'device_sigma: {value: 0, source: "t"}\n'
+    (root / "networks" / "lan.yaml").write_text(text, encoding="utf-8")
+    link = load_profiles(root).link("lan")
+    assert (link.shared_up_mbps, link.device_sigma) == (math.inf, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("value: 75.0", "value: -75.0", "shared_mbps.up.value: Input should be greater than 0"),
+        ("value: 150.0", "value: 0.0", "shared_mbps.down.value: Input should be greater than 0"),
+        ("value: 0.4", "value: -0.4", "device_sigma.value: Input should be greater than or equal"),
+        ("value: 0.4,", 'value: "wide",', "device_sigma.value: "),
+        (SHARED_DOWN, "down: {value: 150.0}", "shared_mbps.down.source: Field required"),
+        (SHARED_UP, 'up: {value: 75.0, source: ""}', "shared_mbps.up.source: "),
+        (
+            SHARED_DOWN,
+            f"{SHARED_DOWN}\n  sideways: {{value: 1.0, source: t}}",
+            "shared_mbps.sideways: unknown key",
+        ),
+        (f"  {SHARED_DOWN}\n", "", "shared_mbps.down: Field required"),
+        (SHARED_BLOCK, "shared_mbps: 150\n", "shared_mbps: "),
+    ],
+)
+def test_bad_shared_keys_name_file_and_field(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    good = GOOD_LINK.format(name="lan") + SHARED_KEYS
+    assert old in good
+    text = good.replace(old, new, 1)
+    root = make_root(tmp_path, {"board.yaml": GOOD_DEVICE.format(name="board")}, {"lan.yaml": text})
+    problems = problems_of(root)
+    link_path = str(tmp_path / "networks" / "lan.yaml")
+    assert any(p.startswith(f"{link_path}: {expected}") for p in problems), problems
+    assert all(p.startswith(f"{link_path}: ") and "\n" not in p for p in problems), problems
 
 
 def test_duplicate_key_names_file_line_and_key(tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ class Algorithm(ABC):
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: Optimiser values a device keeps per trainable parameter (0 for plain SGD, 2 for
+    #: Adam's moments); counted in the training memory footprint.
+    optimizer_values_per_param: ClassVar[int] = 0
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -1,4 +1,4 @@
-"""Device availability: always on, or a per-device alternating on/off process."""
+"""Device availability: always on, a per-device alternating on/off process, or a trace."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 from fedsim.config import AvailabilitySpec
 from fedsim.seeding import Purpose
 from fedsim.sim.keyed import KeyedStreams
+from fedsim.sim.traces import AvailabilityTrace
 
 _BLOCK = 32  # switch times are drawn 32 at a time (even: a block starts in the first state)
 _MASK64 = (1 << 64) - 1
@@ -48,6 +49,11 @@ class Availability:
     stream when asked (replaying from the start, e.g. for a time before the cursor),
     which gives the same times: answers never depend on what happens to be cached.
 
+    With a ``trace``, the devices it covers follow it instead (on line exactly during
+    their intervals; see docs/traces.md) and the others follow the drawn model, their
+    answers unchanged. The trace holds its rows, not a table per device, and covered
+    devices never touch the cursors or the cache.
+
     Parameters
     ----------
     spec : AvailabilitySpec
@@ -58,6 +64,8 @@ class Availability:
         Population size, to size the cursor arrays up front (they grow on demand).
     cache_size : int
         How many devices' current blocks of switch times to keep.
+    trace : AvailabilityTrace, optional
+        On-line intervals that replace the drawn model for the devices they cover.
     """
 
     def __init__(
@@ -66,8 +74,12 @@ class Availability:
         seed: int,
         num_devices: int | None = None,
         cache_size: int = 4096,
+        *,
+        trace: AvailabilityTrace | None = None,
     ) -> None:
         self._spec = spec
+        self._trace = trace
+        self._drawn_always_on = spec.kind == "always_on"
         self._p_on = spec.mean_on_s / (spec.mean_on_s + spec.mean_off_s)
         # period k of a block lasts exp(1) * means[k]; even k are in the block's first state
         even = np.arange(_BLOCK) % 2 == 0
@@ -77,8 +89,9 @@ class Availability:
         }
         self._cache: OrderedDict[int, _Block] = OrderedDict()
         self._cache_size = max(1, cache_size)
-        self._streams = None if self.always_on else KeyedStreams(seed, Purpose.AVAILABILITY)
-        size = 0 if num_devices is None or self.always_on else num_devices
+        drawn_on = self._drawn_always_on
+        self._streams = None if drawn_on else KeyedStreams(seed, Purpose.AVAILABILITY)
+        size = 0 if num_devices is None or drawn_on else num_devices
         self._block_index = np.zeros(size, dtype=np.int32)  # 0: no cursor past block 0
         self._block_start_s = np.zeros(size, dtype=np.float64)
         self._online_first = np.zeros(size, dtype=np.bool_)
@@ -86,13 +99,22 @@ class Availability:
 
     @property
     def always_on(self) -> bool:
-        """Return True when every device is always on line."""
-        return self._spec.kind == "always_on"
+        """Return True when every device is always on line (never with a trace)."""
+        return self._drawn_always_on and self._trace is None
+
+    @property
+    def trace(self) -> AvailabilityTrace | None:
+        """Return the availability trace, if any."""
+        return self._trace
 
     @property
     def p_on(self) -> float:
-        """Return the stationary probability that a device is on line."""
-        return 1.0 if self.always_on else self._p_on
+        """Return the drawn model's stationary probability that a device is on line.
+
+        With a trace this is still the drawn model's figure (1 with ``always_on``): it
+        only sizes how many devices selection asks about at a time.
+        """
+        return 1.0 if self._drawn_always_on else self._p_on
 
     def _grow(self, device_id: int) -> None:
         old = self._block_index.shape[0]
@@ -163,14 +185,28 @@ class Availability:
 
     def online_at(self, device_id: int, t: float) -> bool:
         """Return whether the device is on line at virtual time ``t``."""
-        if self.always_on:
+        if self._trace is not None and self._trace.covers(device_id):
+            return self._trace.online_at(device_id, t)
+        if self._drawn_always_on:
             return True
         return _online(self._block_at(device_id, t), t)
 
     def online_mask(self, device_ids: np.ndarray, t: float) -> np.ndarray:
         """Return whether each device is on line at ``t`` (seeding replays in bulk)."""
+        if self._trace is None:
+            return self._drawn_mask(device_ids, t)
+        ids = np.asarray(device_ids, dtype=np.int64)
+        covered = self._trace.covers_mask(ids)
+        out = np.empty(ids.shape[0], dtype=bool)
+        trace = self._trace
+        out[covered] = [trace.online_at(d, t) for d in ids[covered].tolist()]
+        out[~covered] = self._drawn_mask(ids[~covered], t)
+        return out
+
+    def _drawn_mask(self, device_ids: np.ndarray, t: float) -> np.ndarray:
+        """Return the drawn model's answer for each device."""
         ids = np.asarray(device_ids, dtype=np.int64).tolist()
-        if self.always_on:
+        if self._drawn_always_on:
             return np.ones(len(ids), dtype=bool)
         assert self._streams is not None
         replay = [d for d in ids if self._cached(d, t) is None and not self._has_cursor(d, t)]
@@ -182,8 +218,14 @@ class Availability:
         return out
 
     def offline_after(self, device_id: int, t: float) -> float:
-        """Return the first time after ``t`` at which an on-line device goes off line."""
-        if self.always_on:
+        """Return the first time after ``t`` at which an on-line device goes off line.
+
+        A device the trace covers goes off line at the end of its interval holding ``t``
+        (``t`` itself if it is off line then).
+        """
+        if self._trace is not None and self._trace.covers(device_id):
+            return self._trace.offline_after(device_id, t)
+        if self._drawn_always_on:
             return math.inf
         block = self._block_at(device_id, t)
         return float(block.switches[bisect.bisect_right(block.switches, t)])

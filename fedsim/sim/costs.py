@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,20 +14,35 @@ BITS_PER_BYTE = 8
 
 @dataclass(frozen=True)
 class Transfer:
-    """One modelled transfer: its duration and the bandwidth that was drawn."""
+    """One modelled transfer: a round trip, then the bytes at most at the drawn rate.
+
+    Attributes
+    ----------
+    duration_s : float
+        Seconds it takes alone at its own rate: ``rtt_s + bits / rate`` (a lower bound
+        once it shares a capacity with others).
+    rtt_s : float
+        The round trip before data flows.
+    num_bytes : int
+        Payload.
+    mbps : float
+        The transfer's own maximum rate (the device's link), Mbps.
+    """
 
     duration_s: float
     rtt_s: float
     num_bytes: int
+    mbps: float = math.inf
 
-    def bytes_done_by(self, elapsed_s: float) -> int:
-        """Return how many bytes had arrived ``elapsed_s`` after the transfer began."""
-        if elapsed_s >= self.duration_s:
-            return self.num_bytes
-        payload_s = self.duration_s - self.rtt_s
-        if payload_s <= 0 or elapsed_s <= self.rtt_s:
-            return 0
-        return int(self.num_bytes * (elapsed_s - self.rtt_s) / payload_s)
+    @property
+    def bits(self) -> float:
+        """Return the payload in bits."""
+        return float(self.num_bytes * BITS_PER_BYTE)
+
+    @property
+    def cap_bps(self) -> float:
+        """Return the transfer's own maximum rate in bits per second."""
+        return self.mbps * 1e6
 
 
 def draw_mbps(median_mbps: float, sigma: float, rng: np.random.Generator) -> float:
@@ -36,14 +52,35 @@ def draw_mbps(median_mbps: float, sigma: float, rng: np.random.Generator) -> flo
     return float(median_mbps * np.exp(sigma * rng.standard_normal()))
 
 
-def transfer(link: LinkProfile, num_bytes: int, up: bool, rng: np.random.Generator) -> Transfer:
-    """Model one transfer: ``rtt + bytes / bandwidth``, bandwidth drawn per transfer."""
+def transfer(
+    link: LinkProfile,
+    num_bytes: int,
+    up: bool,
+    rng: np.random.Generator,
+    quality: float = 1.0,
+) -> Transfer:
+    """Model one transfer: ``rtt + bytes / bandwidth``, bandwidth drawn per transfer.
+
+    ``quality`` is the device's lasting link-quality factor (:func:`link_quality`).
+    """
     if up:
         mbps = draw_mbps(link.up_mbps_median, link.up_sigma, rng)
     else:
         mbps = draw_mbps(link.down_mbps_median, link.down_sigma, rng)
-    seconds = link.rtt_s + num_bytes * BITS_PER_BYTE / (mbps * 1e6)
-    return Transfer(seconds, link.rtt_s, num_bytes)
+    return fixed_transfer(link.rtt_s, num_bytes, mbps * quality)
+
+
+def fixed_transfer(rtt_s: float, num_bytes: int, mbps: float) -> Transfer:
+    """Return a transfer of ``num_bytes`` at ``mbps`` after a round trip of ``rtt_s``."""
+    seconds = rtt_s + num_bytes * BITS_PER_BYTE / (mbps * 1e6)
+    return Transfer(seconds, rtt_s, num_bytes, mbps)
+
+
+def link_quality(link: LinkProfile, rng: np.random.Generator) -> float:
+    """Draw a device's lasting link-quality factor ``exp(device_sigma * z)`` (1 if no spread)."""
+    if link.device_sigma <= 0:
+        return 1.0
+    return float(np.exp(link.device_sigma * rng.standard_normal()))
 
 
 def steps_s(
@@ -86,10 +123,26 @@ def aggregation_s(host: DeviceProfile, num_params: int, num_updates: int) -> flo
     return 2.0 * num_params * num_updates / host.flops_per_s
 
 
-def energy_j(device: DeviceProfile, receive_s: float, compute_s: float, transmit_s: float) -> float:
-    """Return the energy of a device's active phases (receive, compute, transmit)."""
-    return (
-        receive_s * device.power_receive_w
-        + compute_s * device.power_compute_w
-        + transmit_s * device.power_transmit_w
+@dataclass(frozen=True)
+class Energy:
+    """A device's joules in a round, by kind."""
+
+    compute_j: float
+    radio_j: float
+    idle_j: float
+
+    @property
+    def total_j(self) -> float:
+        """Return the sum of the kinds."""
+        return self.compute_j + self.radio_j + self.idle_j
+
+
+def energy_j(
+    device: DeviceProfile, receive_s: float, compute_s: float, transmit_s: float, idle_s: float
+) -> Energy:
+    """Return a device's energy: receive and transmit (radio), compute, and idle waiting."""
+    return Energy(
+        compute_s * device.power_compute_w,
+        receive_s * device.power_receive_w + transmit_s * device.power_transmit_w,
+        idle_s * device.power_idle_w,
     )

@@ -13,8 +13,18 @@ from fedsim.models import ModelInfo
 from fedsim.profiles import ProfileLibrary
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.availability import Availability
-from fedsim.sim.costs import Transfer, aggregation_s, energy_j, jittered_s, steps_s, transfer
+from fedsim.sim.costs import (
+    Energy,
+    Transfer,
+    energy_j,
+    fixed_transfer,
+    jittered_s,
+    link_quality,
+    steps_s,
+    transfer,
+)
 from fedsim.sim.keyed import KeyedStreams
+from fedsim.sim.network import BandwidthSource
 from fedsim.sim.population import Population
 from fedsim.sim.sync_round import DeviceOutcome, DevicePlan
 
@@ -43,6 +53,12 @@ class SimulationInputs:
         Bytes down and up per device.
     samples : np.ndarray
         Training samples per device, by device id.
+    footprint_bytes : int
+        Memory a device needs to train the model (0: not checked).
+    bandwidth : BandwidthSource or None
+        A bandwidth trace for the devices it covers.
+    availability_trace : object or None
+        An availability trace (:class:`fedsim.sim.traces.AvailabilityTrace`).
     """
 
     profiles: ProfileLibrary
@@ -50,6 +66,9 @@ class SimulationInputs:
     algorithm: Algorithm
     payloads: Payloads
     samples: np.ndarray
+    footprint_bytes: int = 0
+    bandwidth: BandwidthSource | None = None
+    availability_trace: object | None = None
 
 
 class RoundPlanner:
@@ -87,8 +106,24 @@ class RoundPlanner:
         self._access = [lib.link(g.link) for g in population.groups]
         self._edge_hw = [lib.device(e.hardware) for e in scenario.topology.edges]
         self._backhaul = [lib.link(e.backhaul) for e in scenario.topology.edges]
-        self._cloud_hw = lib.device(scenario.topology.cloud.hardware)
+        self._fits = [hw.memory_bytes >= inputs.footprint_bytes for hw in self._device_hw]
         self._steps_s_cache: dict[tuple[int, int], float] = {}  # (group, samples) -> seconds
+        # lasting link quality per device, drawn when first needed (8 bytes a device)
+        self._quality = np.full(population.num_devices, np.nan)
+        self._quality_streams = KeyedStreams(scenario.seed, Purpose.LINK_QUALITY)
+
+    def _qualities(self, selected: np.ndarray) -> np.ndarray:
+        """Return the selected devices' lasting link-quality factors (keyed by device)."""
+        q = self._quality[selected]
+        missing = selected[np.isnan(q)]
+        if missing.size:
+            states = self._quality_streams.states(missing)
+            for i, d in enumerate(missing.tolist()):
+                link = self._access[int(self.population.group_of[d])]
+                rng = self._quality_streams.generator(d, None if states is None else states[i])
+                self._quality[d] = link_quality(link, rng)
+            q = self._quality[selected]
+        return q
 
     def wanted(self) -> int:
         """Return K, the reports a round keeps."""
@@ -147,81 +182,73 @@ class RoundPlanner:
         fetch_s: float,
         now: float,
         rng: np.random.Generator | None = None,
+        quality: float = 1.0,
     ) -> DevicePlan:
         """Draw one device's round: access transfers, training time, drop-out time.
 
-        ``rng`` is the device's ``DEVICE_ROUND`` stream for this round (made when None).
+        ``rng`` is the device's ``DEVICE_ROUND`` stream for this round (made when None);
+        ``quality`` its lasting link-quality factor. A device a bandwidth trace covers
+        takes its rates from the trace as it transfers: its plan's transfers carry only
+        their round trips (a lower bound of their duration).
         """
         group = int(self.population.group_of[device_id])
         hw, link = self._device_hw[group], self._access[group]
         if rng is None:
             rng = stream(self.scenario.seed, Purpose.DEVICE_ROUND, device_id, round_index)
         payloads = self.inputs.payloads
-        down = transfer(link, payloads.download_bytes, up=False, rng=rng)
+        down = transfer(link, payloads.download_bytes, up=False, rng=rng, quality=quality)
         compute = jittered_s(hw, self._steps_s(group, int(self.inputs.samples[device_id])), rng)
-        up = transfer(link, payloads.upload_bytes, up=True, rng=rng)
+        up = transfer(link, payloads.upload_bytes, up=True, rng=rng, quality=quality)
+        trace = self.inputs.bandwidth
+        if trace is not None and trace.covers(device_id):
+            down = fixed_transfer(link.rtt_s, payloads.download_bytes, math.inf)
+            up = fixed_transfer(link.rtt_s, payloads.upload_bytes, math.inf)
         offline = self.availability.offline_after(device_id, now)
         edge = int(self.population.edge_of[device_id])
-        return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline)
+        oom = not self._fits[group]
+        return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline, group, oom)
 
     def plans(
-        self, selected: np.ndarray, round_index: int, now: float
-    ) -> tuple[list[DevicePlan], dict[int, Transfer]]:
-        """Return the selected devices' plans and the edges' model fetches (after a sync)."""
+        self, selected: np.ndarray, round_index: int, now: float, fetch: dict[int, Transfer]
+    ) -> list[DevicePlan]:
+        """Return the selected devices' plans; ``fetch`` holds the edges fetching the model."""
         edge_of = self.population.edge_of[selected]
-        fetch = self.edge_fetch(set(edge_of.tolist()), round_index)
         streams = KeyedStreams(self.scenario.seed, Purpose.DEVICE_ROUND, (), (round_index,))
         seeded = streams.states(selected)
         states: list[tuple[int, int] | None] = (
             [None] * len(selected) if seeded is None else [*seeded]
         )
-        plans = [
+        qualities = self._qualities(selected).tolist()
+        return [
             self.plan(
                 d, round_index, fetch[e].duration_s if e in fetch else 0.0, now,
-                streams.generator(d, state),
+                streams.generator(d, state), q,
             )
-            for d, e, state in zip(selected.tolist(), edge_of.tolist(), states, strict=True)
+            for d, e, state, q in zip(
+                selected.tolist(), edge_of.tolist(), states, qualities, strict=True
+            )
         ]  # fmt: skip
-        return plans, fetch
+
+    def _backhaul_transfer(self, edge_id: int, round_index: int, up: bool) -> Transfer:
+        p = self.inputs.payloads
+        return transfer(
+            self._backhaul[edge_id], p.upload_bytes if up else p.download_bytes, up=up,
+            rng=stream(self.scenario.seed, Purpose.BACKHAUL, edge_id, round_index, int(up)),
+        )  # fmt: skip
 
     def edge_fetch(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
-        """Model each edge fetching the new global model from the cloud (after a sync)."""
-        if round_index % self.scenario.rounds.cloud_every != 0:
-            return {}
-        nbytes = self.inputs.payloads.download_bytes
-        return {
-            e: transfer(
-                self._backhaul[e], nbytes, up=False,
-                rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 0),
-            )
-            for e in sorted(edge_ids)
-        }  # fmt: skip
+        """Draw each listed edge's fetch of the global model from the cloud."""
+        return {e: self._backhaul_transfer(e, round_index, False) for e in sorted(edge_ids)}
 
-    def edge_phase(
-        self, used: list[DeviceOutcome], sync: bool, round_index: int
-    ) -> tuple[float, int]:
-        """Return the edges' time (aggregate, then forward to the cloud) and backhaul bytes."""
-        per_edge: dict[int, int] = {}
-        for o in used:
-            per_edge[o.plan.edge_id] = per_edge.get(o.plan.edge_id, 0) + 1
-        longest, nbytes = 0.0, 0
-        for e, count in sorted(per_edge.items()):
-            seconds = aggregation_s(self._edge_hw[e], self.inputs.model.num_params, count)
-            if sync:
-                t = transfer(
-                    self._backhaul[e], self.inputs.payloads.upload_bytes, up=True,
-                    rng=stream(self.scenario.seed, Purpose.BACKHAUL, e, round_index, 1),
-                )  # fmt: skip
-                seconds += t.duration_s
-                nbytes += t.num_bytes
-            longest = max(longest, seconds)
-        return longest, nbytes
+    def edge_uploads(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
+        """Draw each listed edge's upload of its model to the cloud (at a sync)."""
+        return {e: self._backhaul_transfer(e, round_index, True) for e in sorted(edge_ids)}
 
-    def cloud_s(self) -> float:
-        """Return the cloud's time to aggregate the edges' models."""
-        return aggregation_s(self._cloud_hw, self.inputs.model.num_params, len(self._edge_hw))
+    def energy(self, o: DeviceOutcome) -> Energy:
+        """Return a device's joules in its round: radio, compute, and idle while waiting.
 
-    def energy(self, o: DeviceOutcome) -> float:
-        """Return the joules a device spent in its round (receive, compute, transmit)."""
+        Idle: waiting for the edge's fetch of the model and, once reported, for the round
+        to close.
+        """
         hw = self._device_hw[int(self.population.group_of[o.plan.device_id])]
-        return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s)
+        return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s, o.fetch_s + o.wait_s)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedsim.sim.costs import BITS_PER_BYTE, Energy
 from fedsim.sim.population import Population
 from fedsim.sim.sync_round import DeviceOutcome, RoundTiming, Status
 
@@ -13,16 +14,24 @@ ROUND_COLUMNS = (
     "version", "round", "round_start_s", "virtual_time_s", "participants", "completed",
     "stragglers", "dropped", "bytes_up", "bytes_down", "energy_j", "download_s", "compute_s",
     "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
-    "ua_p50", "ua_p90",
+    "ua_p50", "ua_p90", "oom", "down_shared_s", "up_shared_s", "energy_compute_j",
+    "energy_radio_j", "energy_idle_j",
 )  # fmt: skip
 DEVICE_COLUMNS = (
     "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
     "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
+    "fetch_s", "down_shared_s", "up_shared_s", "down_mbps", "up_mbps", "energy_compute_j",
+    "energy_radio_j", "energy_idle_j",
 )  # fmt: skip
 UA_COLUMNS = ("version", "device_id", "accuracy")
 ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
 
-EnergyOf = Callable[[DeviceOutcome], float]
+EnergyOf = Callable[[DeviceOutcome], Energy]
+
+
+def effective_mbps(num_bytes: int, flow_s: float) -> float:
+    """Return a transfer's mean data rate, Mbps (0 when no data moved)."""
+    return num_bytes * BITS_PER_BYTE / flow_s / 1e6 if flow_s > 0 and num_bytes > 0 else 0.0
 
 
 def round_row(
@@ -33,10 +42,12 @@ def round_row(
 
     Bytes include the edges' backhaul traffic (up, down); the phase columns are means over
     the devices whose reports were kept, and with ``edge_s + cloud_s`` they add up to the
-    round's duration.
+    round's duration. ``down_shared_s``, ``up_shared_s`` and the energies are totals over
+    every selected device.
     """
     outs = timing.outcomes
     kept = timing.kept
+    energies = [energy_of(o) for o in outs]
 
     def mean(attr: str) -> float:
         return float(np.mean([getattr(o, attr) for o in kept])) if kept else 0.0
@@ -52,13 +63,19 @@ def round_row(
         "dropped": sum(o.status is Status.DROPPED for o in outs),
         "bytes_up": sum(o.bytes_up for o in outs) + backhaul_bytes[0],
         "bytes_down": sum(o.bytes_down for o in outs) + backhaul_bytes[1],
-        "energy_j": float(sum(energy_of(o) for o in outs)),
+        "energy_j": float(sum(e.total_j for e in energies)),
         "download_s": mean("download_s"),
         "compute_s": mean("compute_s"),
         "upload_s": mean("upload_s"),
         "wait_s": mean("wait_s"),
         "edge_s": server_s[0],
         "cloud_s": server_s[1],
+        "oom": sum(o.status is Status.OOM for o in outs),
+        "down_shared_s": float(sum(o.down_shared_s for o in outs)),
+        "up_shared_s": float(sum(o.up_shared_s for o in outs)),
+        "energy_compute_j": float(sum(e.compute_j for e in energies)),
+        "energy_radio_j": float(sum(e.radio_j for e in energies)),
+        "energy_idle_j": float(sum(e.idle_j for e in energies)),
     }
 
 
@@ -70,11 +87,14 @@ def device_rows(
     for o in outcomes:
         d = o.plan.device_id
         group = population.groups[int(population.group_of[d])]
+        e = energy_of(o)
         rows.append(
             (
                 round_index, d, o.plan.edge_id, group.hardware, group.link, o.status.value,
                 o.start_s, o.end_s, o.download_s, o.compute_s, o.upload_s, o.wait_s,
-                o.bytes_up, o.bytes_down, energy_of(o),
+                o.bytes_up, o.bytes_down, e.total_j, o.fetch_s, o.down_shared_s,
+                o.up_shared_s, effective_mbps(o.bytes_down, o.down_flow_s),
+                effective_mbps(o.bytes_up, o.up_flow_s), e.compute_j, e.radio_j, e.idle_j,
             )
         )  # fmt: skip
     return rows

@@ -14,6 +14,7 @@ import simpy
 from fedsim.config import Scenario
 from fedsim.runtime.base import Evaluation, Runtime
 from fedsim.sim.availability import Availability
+from fedsim.sim.network import Network
 from fedsim.sim.planning import Payloads, RoundPlanner, SimulationInputs
 from fedsim.sim.population import Population
 from fedsim.sim.rows import (
@@ -24,6 +25,7 @@ from fedsim.sim.rows import (
     device_rows,
     round_row,
 )
+from fedsim.sim.servers import fetch_models, serve
 from fedsim.sim.sync_round import DeviceOutcome, DevicePlan, RoundTiming, run_round
 
 __all__ = [
@@ -75,11 +77,17 @@ class Simulation:
         self.on_round = on_round
         self.env = simpy.Environment()
         self.population = Population.from_topology(scenario.topology)
+        trace = inputs.availability_trace
         self.availability = Availability(
-            scenario.availability, scenario.seed, self.population.num_devices
-        )
+            scenario.availability, scenario.seed, self.population.num_devices,
+            trace=trace,  # type: ignore[arg-type]
+        )  # fmt: skip
         self.planner = RoundPlanner(scenario, inputs, self.population, self.availability)
-        self._pending_edges = False  # edges hold updates the cloud has not aggregated yet
+        self.network = Network(
+            self.env, scenario, inputs.profiles, self.population, inputs.bandwidth
+        )
+        self._pending: set[int] = set()  # edges holding updates the cloud has not aggregated
+        self._stale = set(range(self.population.num_edges))  # edges without the global model
         self.result = SimulationResult()
 
     def wanted(self) -> int:
@@ -100,6 +108,8 @@ class Simulation:
         now = self.env.now
         by_edge: dict[int, list[int]] = {}
         for p in plans:
+            if p.oom:
+                continue  # cannot train here
             finish = p.finish_s(now)
             if finish > p.offline_at_s or (deadline is not None and finish > now + deadline):
                 continue  # certainly dropped or late: never submitted
@@ -113,23 +123,45 @@ class Simulation:
         """Run a round: select, dispatch, collect, aggregate. Returns its row and if synced."""
         env = self.env
         start = env.now
-        plans, fetch = self.planner.plans(self.select(round_index), round_index, start)
+        selected = self.select(round_index)
+        fetching = set(self.population.edge_of[selected].tolist()) & self._stale
+        fetch = self.planner.edge_fetch(fetching, round_index)
+        self._stale -= fetching
+        plans = self.planner.plans(selected, round_index, start, fetch)
         handles = self._submit(round_index, plans)
         wanted = min(self.wanted(), len(plans))
-        proc = env.process(run_round(env, plans, wanted, self.scenario.rounds.deadline_s))
+        rounds = self.scenario.rounds
+        detection = rounds.failure_detection
+        detect_s = detection.timeout_s if detection.kind == "timeout" else 0.0
+        fetched = fetch_models(env, self.network, fetch)
+        proc = env.process(
+            run_round(env, plans, wanted, rounds.deadline_s, self.network, fetched, detect_s)
+        )
         env.run(until=proc)
         timing = proc.value
         assert isinstance(timing, RoundTiming)
-        enough = len(timing.kept) >= math.ceil(self.scenario.rounds.min_report_fraction * wanted)
+        enough = len(timing.kept) >= math.ceil(rounds.min_report_fraction * wanted)
         used = timing.kept if enough else []  # too few reports: the round fails, nothing is used
-        sync = (round_index + 1) % self.scenario.rounds.cloud_every == 0
-        edge_s, backhaul_up = self.planner.edge_phase(used, sync, round_index)
-        synced = sync and bool(used or self._pending_edges)
-        cloud_s = self.planner.cloud_s() if synced else 0.0
-        if edge_s + cloud_s > 0:
-            env.run(until=env.timeout(edge_s + cloud_s))
+        counts: dict[int, int] = {}
+        for o in used:
+            counts[o.plan.edge_id] = counts.get(o.plan.edge_id, 0) + 1
+        self._pending |= set(counts)
+        sync = (round_index + 1) % rounds.cloud_every == 0
+        uploads = self.planner.edge_uploads(self._pending, round_index) if sync else {}
+        servers = env.process(
+            serve(env, self.network, counts, uploads, self.inputs.model.num_params)
+        )
+        env.run(until=servers)
+        edge_s, cloud_s = servers.value  # type: ignore[misc]
+        synced = bool(uploads)
         self._aggregate(used, handles, synced)
-        backhaul = (backhaul_up, sum(t.num_bytes for t in fetch.values()))
+        if synced:
+            self._pending.clear()
+            self._stale = set(range(self.population.num_edges))
+        backhaul = (
+            sum(t.num_bytes for t in uploads.values()),
+            sum(t.num_bytes for t in fetch.values()),
+        )
         row = round_row(
             round_index, version + int(synced), start, env.now, timing, (edge_s, cloud_s),
             backhaul, self.planner.energy,
@@ -144,7 +176,6 @@ class Simulation:
     ) -> None:
         """Aggregate used updates per edge in (arrival, device id) order; then the cloud."""
         if self.runtime is None:
-            self._pending_edges = bool(used or self._pending_edges) and not synced
             return
         kept_ids = {o.plan.device_id for o in used}
         self.runtime.discard([h for d, h in sorted(handles.items()) if d not in kept_ids])
@@ -153,7 +184,6 @@ class Simulation:
             per_edge.setdefault(o.plan.edge_id, []).append(handles[o.plan.device_id])
         for edge_id, edge_handles in sorted(per_edge.items()):
             self.runtime.aggregate_edge(edge_id, edge_handles)
-        self._pending_edges = bool(per_edge or self._pending_edges) and not synced
         if synced:
             self.runtime.sync_cloud()
 

@@ -1,4 +1,4 @@
-"""One synchronous round on the SimPy clock: device, edge and cloud processes."""
+"""One synchronous round's collection on the SimPy clock: the device processes and the close."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import simpy
 
-from fedsim.sim.costs import Transfer
+from fedsim.sim.costs import BITS_PER_BYTE, Transfer
+from fedsim.sim.sharing import Flow, SharedResource
 
 
 class Status(str, Enum):
@@ -20,6 +21,7 @@ class Status(str, Enum):
     STRAGGLER = "straggler"
     DROPPED = "dropped"
     DISCARDED = "discarded"
+    OOM = "oom"
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,19 @@ class DevicePlan:
     device_id, edge_id : int
         Who and where.
     fetch_s : float
-        Waiting for the edge to fetch the model from the cloud (0 when it has it).
+        Waiting for the edge to fetch the model from the cloud, if nothing shared its
+        backhaul (0 when the edge has the model).
     down, up : Transfer
-        The access-link download of the model and upload of the update.
+        The access-link download of the model and upload of the update, each at the
+        device's own rate (sharing the edge's access network can only slow them).
     compute_s : float
         Local training time.
     offline_at_s : float
         Absolute virtual time the device goes off line (``inf``: stays on line).
+    group : int
+        The device's group (which access network it uses).
+    oom : bool
+        The device cannot hold the model's training footprint: it never trains.
     """
 
     device_id: int
@@ -47,15 +55,23 @@ class DevicePlan:
     compute_s: float
     up: Transfer
     offline_at_s: float
+    group: int = 0
+    oom: bool = False
 
     def finish_s(self, start_s: float) -> float:
-        """Return when the device would report if nothing cut it."""
+        """Return the earliest the device could report (when nothing it uses is shared)."""
         return start_s + self.fetch_s + self.down.duration_s + self.compute_s + self.up.duration_s
 
 
 @dataclass
 class DeviceOutcome:
-    """What a device did in a round, phase by phase (seconds actually spent)."""
+    """What a device did in a round, phase by phase (seconds actually spent).
+
+    ``download_s`` includes ``fetch_s`` (idle, waiting for the edge's copy of the model)
+    and ``access_down_s`` (the device's own download: round trip and data). The
+    ``*_shared_s`` are the seconds a transfer lost to sharing its access network (the
+    integral of ``1 - rate / own rate``); ``*_flow_s`` its data phase's seconds.
+    """
 
     plan: DevicePlan
     status: Status
@@ -68,6 +84,11 @@ class DeviceOutcome:
     wait_s: float
     bytes_down: int
     bytes_up: int
+    fetch_s: float = 0.0
+    down_shared_s: float = 0.0
+    up_shared_s: float = 0.0
+    down_flow_s: float = 0.0
+    up_flow_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,31 @@ class RoundTiming:
     close_s: float
     outcomes: list[DeviceOutcome]
     kept: list[DeviceOutcome]
+
+
+class Links(Protocol):
+    """Where a device's transfers run (:class:`fedsim.sim.network.Network`)."""
+
+    def access(self, group: int, up: bool) -> SharedResource:
+        """Return the access network of a device group in one direction."""
+        ...
+
+    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
+        """Start a transfer's data phase on ``resource``."""
+        ...
+
+
+class _Alone:
+    """Links that share nothing: every transfer at its own rate (tests, ``contention`` off)."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self._resource = SharedResource(env)
+
+    def access(self, group: int, up: bool) -> SharedResource:
+        return self._resource
+
+    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
+        return resource.start(t.bits, t.cap_bps, owner)
 
 
 class _Collector:
@@ -100,89 +146,114 @@ class _Collector:
 
     def finished(self) -> None:
         self.running -= 1
-        if self.running == 0:
+        if self.running == 0 and not self.all_done.triggered:
             self.all_done.succeed()
 
 
-def phase_ends(plan: DevicePlan, start_s: float) -> tuple[float, float, float, float]:
-    """Return when fetch, download, compute and upload would end (summed in clock order)."""
-    fetched = start_s + plan.fetch_s
-    downloaded = fetched + plan.down.duration_s
-    computed = downloaded + plan.compute_s
-    return fetched, downloaded, computed, computed + plan.up.duration_s
+@dataclass
+class _Progress:
+    """Where a device process has got to: phase end times and its two flows."""
+
+    marks: list[float]
+    flows: list[Flow | None]
+    resources: list[SharedResource]
+    current: int = -1  # the flow running now (0 down, 1 up), -1 none
 
 
-def outcome(plan: DevicePlan, start_s: float, cut_s: float | None, status: Status) -> DeviceOutcome:
-    """Return what a device did, from its phase times and when (if at all) it was cut.
+def _flow_bytes(t: Transfer, flow: Flow | None, done_work: float) -> int:
+    if flow is None:
+        return 0
+    if done_work >= t.bits * (1 - 1e-12):
+        return t.num_bytes
+    return min(t.num_bytes, int(done_work / BITS_PER_BYTE))
 
-    A phase that ends exactly at the cut time counts as done; the next one is then cut
-    after 0 s. Seconds spent are differences of absolute clock times, as a process that
-    yields one timeout per phase would measure them.
 
-    Parameters
-    ----------
-    plan : DevicePlan
-        The device's drawn round.
-    start_s : float
-        When the device started.
-    cut_s : float or None
-        When drop-out or the round's close stopped it; None if it reported.
-    status : Status
-        Its status.
-    """
-    ends = phase_ends(plan, start_s)
+def _outcome(plan: DevicePlan, p: _Progress, status: Status, end_s: float) -> DeviceOutcome:
+    """Return what a device did from its phase end times (``marks[0]`` is its start)."""
+    marks = p.marks
     spent = [0.0, 0.0, 0.0, 0.0]
-    done = 0
-    prev = start_s
-    for i, end in enumerate(ends):
-        if cut_s is not None and end > cut_s:
-            spent[i] = cut_s - prev
-            break
-        spent[i] = end - prev
-        prev = end
-        done += 1
-    bytes_down = plan.down.num_bytes if done > 1 else plan.down.bytes_done_by(spent[1])
-    bytes_up = plan.up.num_bytes if done > 3 else plan.up.bytes_done_by(spent[3])
-    end_s = ends[3] if cut_s is None else cut_s
+    for i in range(1, len(marks)):
+        spent[i - 1] = marks[i] - marks[i - 1]
+    if len(marks) < 5:
+        spent[len(marks) - 1] = end_s - marks[-1]  # the phase that was cut
+    done = [0.0, 0.0]
+    shared = [0.0, 0.0]
+    flow_s = [0.0, 0.0]
+    for i, flow in enumerate(p.flows):
+        if flow is not None:
+            done[i] = p.resources[i].done_work(flow)
+            shared[i] = flow.shared_s
+            flow_s[i] = (flow.end_s if flow.end_s == flow.end_s else end_s) - flow.start_s
     return DeviceOutcome(
-        plan, status, start_s, end_s, spent[0] + spent[1], spent[1], spent[2], spent[3], 0.0,
-        bytes_down, bytes_up,
+        plan, status, marks[0], end_s, spent[0] + spent[1], spent[1], spent[2], spent[3], 0.0,
+        _flow_bytes(plan.down, p.flows[0], done[0]), _flow_bytes(plan.up, p.flows[1], done[1]),
+        spent[0], shared[0], shared[1], flow_s[0], flow_s[1],
     )  # fmt: skip
 
 
 def _device(
-    env: simpy.Environment, plan: DevicePlan, col: _Collector, out: dict[int, DeviceOutcome]
+    env: simpy.Environment,
+    plan: DevicePlan,
+    links: Links,
+    fetched: simpy.Event | None,
+    col: _Collector,
+    out: dict[int, DeviceOutcome],
+    detect_s: float,
 ) -> Generator[simpy.Event, Any, None]:
-    """Download, train and upload, racing the device's drop-out and the round's close.
+    """Wait for the edge's model, download, train and upload; drop-out or close may cut it.
 
-    The device's own end (report or drop-out) is known when it starts, so it waits for
-    that instant with one timeout; the round interrupts it if collection closes first.
-    Phase times and statuses follow from the times alone (:func:`outcome`).
+    A drop-out (interrupt cause ``"drop"``) or the round's close (``"close"``) stops the
+    running flow where it is (its bytes so far count). The server learns of a drop-out
+    ``detect_s`` after it (failure detection), or at once when ``detect_s`` is 0.
     """
-    start = env.now
-    finish = phase_ends(plan, start)[3]
-    drop = start + (plan.offline_at_s - start) if math.isfinite(plan.offline_at_s) else math.inf
+    d = plan.device_id
+    p = _Progress(
+        [env.now], [None, None], [links.access(plan.group, False), links.access(plan.group, True)]
+    )
+    status = Status.COMPLETED
     try:
-        if finish <= drop:
-            delay = finish - start
-            if start + delay == finish:
-                yield env.timeout(delay)
-            else:  # rounding: step phase by phase so the clock lands on ``finish`` exactly
-                for seconds in (
-                    plan.fetch_s,
-                    plan.down.duration_s,
-                    plan.compute_s,
-                    plan.up.duration_s,
-                ):
-                    yield env.timeout(seconds)
-            col.report(plan.device_id)
-            out[plan.device_id] = outcome(plan, start, None, Status.COMPLETED)
-        else:
-            yield env.timeout(plan.offline_at_s - start)
-            out[plan.device_id] = outcome(plan, start, env.now, Status.DROPPED)
-    except simpy.Interrupt:
-        out[plan.device_id] = outcome(plan, start, env.now, Status.STRAGGLER)
-    col.finished()
+        if fetched is not None:
+            if not fetched.processed:
+                yield fetched
+        elif plan.fetch_s > 0:
+            yield env.timeout(plan.fetch_s)
+        p.marks.append(env.now)
+        for i, t in enumerate((plan.down, plan.up)):
+            if i == 1:
+                yield env.timeout(plan.compute_s)
+                p.marks.append(env.now)
+            yield env.timeout(t.rtt_s)
+            flow = links.start(p.resources[i], t, d, up=i == 1)
+            p.flows[i], p.current = flow, i
+            yield flow.done
+            p.current = -1
+            p.marks.append(env.now)
+        col.report(d)
+    except simpy.Interrupt as irq:
+        status = Status.DROPPED if irq.cause == "drop" else Status.STRAGGLER
+        running = p.flows[p.current] if p.current >= 0 else None
+        if running is not None:
+            done = p.resources[p.current].stop(running)
+            if p.current == 1 and irq.cause == "drop" and done >= running.work * (1 - 1e-12):
+                # the upload ends at the very instant of the drop-out: the report counts
+                p.marks.append(env.now)
+                status = Status.COMPLETED
+                col.report(d)
+    out[d] = _outcome(plan, p, status, env.now)
+    if status is Status.DROPPED and detect_s > 0:
+        env.timeout(detect_s).callbacks.append(lambda _: col.finished())
+    else:
+        col.finished()
+
+
+def _drop_at(env: simpy.Environment, proc: simpy.Process, at_s: float) -> None:
+    """Interrupt a device's process when it goes off line (if it still runs then)."""
+
+    def drop(_: simpy.Event) -> None:
+        if proc.is_alive:
+            proc.interrupt("drop")
+
+    env.timeout(at_s - env.now).callbacks.append(drop)
 
 
 def run_round(
@@ -190,6 +261,9 @@ def run_round(
     plans: Sequence[DevicePlan],
     wanted: int,
     deadline_s: float | None,
+    links: Links | None = None,
+    fetched: dict[int, simpy.Event] | None = None,
+    detect_s: float = 0.0,
 ) -> Generator[simpy.Event, Any, RoundTiming]:
     """Play one round's collection phase; return who reported and when it closed.
 
@@ -203,11 +277,31 @@ def run_round(
         Reports to keep (K); collection closes as soon as K have arrived.
     deadline_s : float or None
         Seconds after the round's start when collection closes regardless.
+    links : Links, optional
+        The shared access networks (default: nothing shared).
+    fetched : dict, optional
+        Per edge, the event of its fetching the global model this round (default: each
+        device waits its plan's ``fetch_s``).
+    detect_s : float
+        How long after a drop-out the server notices it (0: at once).
     """
     start = env.now
+    links = links if links is not None else _Alone(env)
+    fetched = fetched or {}
     col = _Collector(env, wanted, len(plans))
     out: dict[int, DeviceOutcome] = {}
-    procs = [env.process(_device(env, p, col, out)) for p in plans]
+    procs = []
+    for plan in plans:
+        if plan.oom:  # cannot train: never starts
+            out[plan.device_id] = _outcome(
+                plan, _Progress([start], [None, None], []), Status.OOM, start
+            )
+            col.finished()
+            continue
+        proc = env.process(_device(env, plan, links, fetched.get(plan.edge_id), col, out, detect_s))
+        if math.isfinite(plan.offline_at_s):
+            _drop_at(env, proc, plan.offline_at_s)
+        procs.append(proc)
     waits: list[simpy.Event] = [col.all_done, col.enough]
     if deadline_s is not None:
         waits.append(env.timeout(deadline_s))
@@ -215,10 +309,11 @@ def run_round(
     yield env.timeout(0)  # let reports of this same instant land before closing
     close = env.now
     at_deadline = deadline_s is not None and close >= start + deadline_s
-    for proc in procs:  # device-id order
-        if proc.is_alive:
-            proc.interrupt()
-    yield col.all_done
+    alive = [proc for proc in procs if proc.is_alive]
+    for proc in alive:  # device-id order
+        proc.interrupt("close")
+    if alive:
+        yield env.all_of(alive)
     ordered = sorted(col.reports)
     kept_ids = {d for _, d in ordered[:wanted]}
     outcomes = [out[p.device_id] for p in plans]

@@ -23,8 +23,16 @@ def local_ray():
     ray.shutdown()
 
 
+# access networks small enough that concurrent transfers share them (contention binds)
+CONTENDED = (
+    "topology.edges.0.access_mbps.wifi.up=12",
+    "topology.edges.0.access_mbps.wifi.down=20",
+    "topology.edges.1.access_mbps.4g.up=6",
+)
+
+
 def scenario(*sets: str):
-    base = ["stop.max_rounds=4", "rounds.cloud_every=1", *sets]
+    base = ["stop.max_rounds=4", "rounds.cloud_every=1", *CONTENDED, *sets]
     return load_scenario(QUICKSTART, base)
 
 
@@ -40,6 +48,7 @@ def test_inline_and_ray_1_2_4_workers_byte_identical(tmp_path, local_ray, vector
         for f in FILES:
             assert filecmp.cmp(ref.path / f, res.path / f, shallow=False), (workers, f)
     assert ref.rounds["accuracy"].notna().all()
+    assert (ref.device_rounds["up_shared_s"] > 0).any()  # sharing did slow transfers
 
 
 def test_hierarchical_rounds_identical_on_ray(tmp_path, local_ray):
