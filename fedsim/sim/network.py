@@ -106,18 +106,21 @@ class Network:
         """Return True if a bandwidth trace gives this device's rates."""
         return self.bandwidth is not None and self.bandwidth.covers(device_id)
 
-    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
-        """Start a transfer's data on ``resource`` (after its round trip): a flow.
+    def start(
+        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
+    ) -> Flow:
+        """Start a transfer on ``resource``: its data begins ``delay_s`` from now.
 
         A traced device's cap is its trace rate, updated at each change of the trace for
         as long as the flow runs.
         """
         if not self.traced(owner):
-            return resource.start(t.bits, t.cap_bps, owner)
+            return resource.start(t.bits, t.cap_bps, owner, delay_s=delay_s)
         assert self.bandwidth is not None
         trace = self.bandwidth
-        now = self.env.now
-        flow = resource.start(t.bits, trace.rate_mbps(owner, now, up) * 1e6, owner)
+        begin = self.env.now + delay_s
+        cap = trace.rate_mbps(owner, begin, up) * 1e6
+        flow = resource.start(t.bits, cap, owner, fixed_cap=False, delay_s=delay_s)
 
         def follow(at_s: float) -> None:
             change = trace.next_change_s(owner, at_s)
@@ -131,7 +134,7 @@ class Network:
                 resource.set_cap(flow, trace.rate_mbps(owner, now, up) * 1e6)
                 follow(now)
 
-        follow(now)
+        follow(begin)
         return flow
 
     def busiest(self) -> int:

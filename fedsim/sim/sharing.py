@@ -27,10 +27,11 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import simpy
 
-_CAPPED, _LEVEL, _DONE, _STOPPED = 0, 1, 2, 3
+_CAPPED, _LEVEL, _DONE, _STOPPED, _PENDING = 0, 1, 2, 3, 4
 _REL_EPS = 1e-12  # remaining work below this share of a flow's work counts as done
 
 
@@ -70,11 +71,12 @@ class Flow:
     since_work: float = 0.0  # remaining work at that moment
     version: int = 0
     seq: int = field(default=0)
+    alone: bool = False  # on an unlimited resource with a fixed cap: ``done`` is a timeout
 
     @property
     def running(self) -> bool:
         """Return True until the flow finishes or is stopped."""
-        return self.state in (_CAPPED, _LEVEL)
+        return self.state in (_CAPPED, _LEVEL, _PENDING)
 
 
 class SharedResource:
@@ -112,20 +114,55 @@ class SharedResource:
         """Return the number of running flows."""
         return self._n_level + self._n_capped
 
-    def start(self, work: float, cap: float, owner: int) -> Flow:
-        """Start a flow of ``work`` at most ``cap`` per second; its ``done`` event follows."""
+    def start(
+        self, work: float, cap: float, owner: int, fixed_cap: bool = True, delay_s: float = 0.0
+    ) -> Flow:
+        """Start a flow of ``work`` at most ``cap`` per second, ``delay_s`` from now.
+
+        Its ``done`` event follows at once; until the delay has passed the flow waits
+        (a round trip, training) and holds no share. With an unlimited capacity and a cap
+        that will not change (``fixed_cap``), ``done`` is a plain timeout: one event for
+        the delay and the data together, as an independent transfer.
+        """
         if not cap > 0:
             raise ValueError(f"a flow's cap must be positive, got {cap}")
         now = self.env.now
         self._seq += 1
-        flow = Flow(owner, float(work), float(cap), self.env.event(), now, seq=self._seq)
-        if work <= 0:
+        work, cap = float(work), float(cap)
+        begin = now + delay_s
+        if fixed_cap and math.isinf(self.capacity):
+            return self._start_alone(work, cap, owner, begin)
+        flow = Flow(owner, work, cap, self.env.event(), begin, seq=self._seq, state=_PENDING)
+        if delay_s > 0:
+            self.env.timeout(delay_s).callbacks.append(lambda _: self._begin(flow))
+        else:
+            self._begin(flow)
+        return flow
+
+    def _begin(self, flow: Flow) -> None:
+        if flow.state != _PENDING:
+            return  # stopped before its data began
+        now = self.env.now
+        flow.start_s = now
+        if flow.work <= 0:
             self._finish(flow, now)
-            return flow
+            return
         self._advance(now)
-        self._enter(flow, now, float(work))
+        self._enter(flow, now, flow.work)
         self.max_flows = max(self.max_flows, self.active)
         self._settle(now)
+
+    def _start_alone(self, work: float, cap: float, owner: int, begin: float) -> Flow:
+        duration = work / cap
+        flow = Flow(owner, work, cap, cast(simpy.Event, None), begin, seq=self._seq, alone=True)
+        flow.key, flow.since_s, flow.since_work = begin + duration, begin, work
+        done = flow.done = self.env.timeout(begin - self.env.now + duration, value=flow)
+
+        def end(_: simpy.Event) -> None:
+            if flow.state == _CAPPED:  # not stopped meanwhile
+                flow.state, flow.end_s = _DONE, self.env.now
+
+        done.callbacks.append(end)
         return flow
 
     def stop(self, flow: Flow) -> float:
@@ -133,6 +170,11 @@ class SharedResource:
         if not flow.running:
             return flow.work if flow.state == _DONE else self.done_work(flow)
         now = self.env.now
+        if flow.alone or flow.state == _PENDING:
+            remaining = _capped_remaining(flow, now) if flow.alone else flow.work
+            flow.version += 1
+            flow.state, flow.end_s, flow.key = _STOPPED, now, flow.work - remaining
+            return flow.key
         self._advance(now)
         remaining = self._leave(flow, now)
         flow.state, flow.end_s = _STOPPED, now
@@ -146,6 +188,11 @@ class SharedResource:
             return
         if not cap > 0:
             raise ValueError(f"a flow's cap must be positive, got {cap}")
+        if flow.alone:
+            raise ValueError("a flow started with fixed_cap=True cannot change its cap")
+        if flow.state == _PENDING:
+            flow.cap = float(cap)
+            return
         now = self.env.now
         self._advance(now)
         remaining = self._leave(flow, now)
@@ -159,6 +206,8 @@ class SharedResource:
             return flow.work
         if flow.state == _STOPPED:
             return flow.key
+        if flow.state == _PENDING:
+            return 0.0
         now = self.env.now
         if flow.state == _CAPPED:
             return flow.work - _capped_remaining(flow, now)

@@ -108,8 +108,10 @@ class Links(Protocol):
         """Return the access network of a device group in one direction."""
         ...
 
-    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
-        """Start a transfer's data phase on ``resource``."""
+    def start(
+        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
+    ) -> Flow:
+        """Start a transfer on ``resource``, its data beginning ``delay_s`` from now."""
         ...
 
 
@@ -122,8 +124,10 @@ class _Alone:
     def access(self, group: int, up: bool) -> SharedResource:
         return self._resource
 
-    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
-        return resource.start(t.bits, t.cap_bps, owner)
+    def start(
+        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
+    ) -> Flow:
+        return resource.start(t.bits, t.cap_bps, owner, delay_s=delay_s)
 
 
 class _Collector:
@@ -158,6 +162,7 @@ class _Progress:
     flows: list[Flow | None]
     resources: list[SharedResource]
     current: int = -1  # the flow running now (0 down, 1 up), -1 none
+    compute_end_s: float = math.inf  # when training ends, while waiting for it
 
 
 def _flow_bytes(t: Transfer, flow: Flow | None, done_work: float) -> int:
@@ -183,7 +188,8 @@ def _outcome(plan: DevicePlan, p: _Progress, status: Status, end_s: float) -> De
         if flow is not None:
             done[i] = p.resources[i].done_work(flow)
             shared[i] = flow.shared_s
-            flow_s[i] = (flow.end_s if flow.end_s == flow.end_s else end_s) - flow.start_s
+            ended = flow.end_s if flow.end_s == flow.end_s else end_s
+            flow_s[i] = max(0.0, ended - flow.start_s)
     return DeviceOutcome(
         plan, status, marks[0], end_s, spent[0] + spent[1], spent[1], spent[2], spent[3], 0.0,
         _flow_bytes(plan.down, p.flows[0], done[0]), _flow_bytes(plan.up, p.flows[1], done[1]),
@@ -218,19 +224,25 @@ def _device(
         elif plan.fetch_s > 0:
             yield env.timeout(plan.fetch_s)
         p.marks.append(env.now)
+        # the download's round trip, then its data; then training, the upload's round trip
+        # and its data: one wait each (a flow holds no share before its data begins)
         for i, t in enumerate((plan.down, plan.up)):
+            delay = t.rtt_s
             if i == 1:
-                yield env.timeout(plan.compute_s)
-                p.marks.append(env.now)
-            yield env.timeout(t.rtt_s)
-            flow = links.start(p.resources[i], t, d, up=i == 1)
+                p.compute_end_s = env.now + plan.compute_s
+                delay += plan.compute_s
+            flow = links.start(p.resources[i], t, d, up=i == 1, delay_s=delay)
             p.flows[i], p.current = flow, i
             yield flow.done
+            if i == 1:
+                p.marks.append(p.compute_end_s)
             p.current = -1
             p.marks.append(env.now)
         col.report(d)
     except simpy.Interrupt as irq:
         status = Status.DROPPED if irq.cause == "drop" else Status.STRAGGLER
+        if p.current == 1 and env.now >= p.compute_end_s:  # training was done: cut uploading
+            p.marks.append(p.compute_end_s)
         running = p.flows[p.current] if p.current >= 0 else None
         if running is not None:
             done = p.resources[p.current].stop(running)

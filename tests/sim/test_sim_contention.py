@@ -28,8 +28,8 @@ class _Uplink:
     def access(self, group, up):
         return self.up if up else self.down
 
-    def start(self, resource: SharedResource, t: Transfer, owner: int, up: bool) -> Flow:
-        return resource.start(t.bits, t.cap_bps, owner)
+    def start(self, resource: SharedResource, t: Transfer, owner: int, up, delay_s=0.0) -> Flow:
+        return resource.start(t.bits, t.cap_bps, owner, delay_s=delay_s)
 
 
 def _plan(device_id, compute_s, up_bytes, up_mbps, offline_at_s=math.inf):
