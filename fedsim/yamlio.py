@@ -54,15 +54,19 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise InputError(f"{source}: {where}: unreadable YAML: {problem}") from None
 
 
-def load_yaml_file(path: Path) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file becomes an InputError."""
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """Read a text file; a missing or unreadable file becomes an InputError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=encoding)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read file: {exc}") from None
-    return load_yaml_text(text, str(path))
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Read and parse a YAML file; a missing or unreadable file becomes an InputError."""
+    return load_yaml_text(read_text_file(path), str(path))
 
 
 def parse_scalar(text: str) -> Any:

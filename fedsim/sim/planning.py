@@ -26,7 +26,7 @@ from fedsim.sim.costs import (
 from fedsim.sim.keyed import KeyedStreams
 from fedsim.sim.network import BandwidthSource
 from fedsim.sim.population import Population
-from fedsim.sim.sync_round import DeviceOutcome, DevicePlan
+from fedsim.sim.records import DeviceOutcome, DevicePlan
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from fedsim.sim.costs import BITS_PER_BYTE, Energy
 from fedsim.sim.population import Population
-from fedsim.sim.sync_round import DeviceOutcome, RoundTiming, Status
+from fedsim.sim.records import DeviceOutcome, RoundTiming, Status
 
 ROUND_COLUMNS = (
     "version", "round", "round_start_s", "virtual_time_s", "participants", "completed",

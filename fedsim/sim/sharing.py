@@ -230,8 +230,17 @@ class SharedResource:
         self._t = now
 
     def _enter(self, flow: Flow, now: float, remaining: float) -> None:
-        """Put a flow in a set: a cap at or above the capacity can never bind."""
+        """Put a flow in the set it will most likely stay in (:meth:`_settle` corrects).
+
+        A cap at or above the capacity can never bind; otherwise the flow joins the level
+        when its cap is above the level it would share.
+        """
         if flow.cap >= self.capacity:
+            self._enter_level(flow, now, remaining)
+            return
+        spare = self.capacity - self._capped_sum
+        n = self._n_level
+        if (flow.cap >= spare / (n + 1)) if n else (flow.cap > spare):
             self._enter_level(flow, now, remaining)
         else:
             self._enter_capped(flow, now, remaining)

@@ -24,6 +24,7 @@ import numpy as np
 
 from fedsim.errors import InputError
 from fedsim.sim.population import Population
+from fedsim.yamlio import read_text_file
 
 BANDWIDTH_HEADER = ("device", "time_s", "up_mbps", "down_mbps")
 AVAILABILITY_HEADER = ("device", "on_s", "off_s")
@@ -61,12 +62,7 @@ def _rows(
     with the wrong number of cells is recorded in ``problems`` and skipped.
     """
     source = problems.source
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{source}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read file: {exc}") from None
+    text = read_text_file(path, encoding="utf-8-sig")  # a byte-order mark is tolerated
     expected = ",".join(header)
     reader = csv.reader(text.splitlines())
     first = next(reader, None)

@@ -104,6 +104,7 @@ BAD = {
     "missing profile": ("", "unknown device profile 'rpi9'"),
     "duplicate key": ("seed: 2\n", "duplicate key 'seed'"),
     "unreadable": ("rounds: [1,\n", "unreadable YAML"),
+    "bad trace": ("traces: {bandwidth: bw.csv}\n", "bw.csv: line 3, column up_mbps"),
 }
 
 
@@ -115,6 +116,8 @@ def test_cli_bad_scenarios_exit_2_and_write_nothing(tmp_path, case):
         text = text.replace("seed: 1", "seed: one")
     if case == "missing profile":
         text = text.replace("hardware: rpi4", "hardware: rpi9")
+    if case == "bad trace":
+        (tmp_path / "bw.csv").write_text("device,time_s,up_mbps,down_mbps\n15,0,5,9\n15,10,-1,9\n")
     path = tmp_path / "bad.yaml"
     path.write_text(text + extra)
     for command in ("run", "validate"):
@@ -123,7 +126,8 @@ def test_cli_bad_scenarios_exit_2_and_write_nothing(tmp_path, case):
                           cwd=tmp_path)  # fmt: skip
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr
-        assert str(path) in proc.stderr
+        # the file the problem is in: the scenario, or the trace it names
+        assert str(tmp_path / "bw.csv" if case == "bad trace" else path) in proc.stderr
         assert "Traceback" not in proc.stderr
         assert not out.exists()
         assert not list(tmp_path.glob(".out*"))

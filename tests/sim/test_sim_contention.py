@@ -8,7 +8,7 @@ import simpy
 import yaml
 from conftest import device_profile
 
-from fedsim.api import run
+from fedsim.api import check, run
 from fedsim.config import scenario_from_dict
 from fedsim.sim.costs import Transfer, fixed_transfer
 from fedsim.sim.sharing import Flow, SharedResource
@@ -242,6 +242,9 @@ def test_device_without_memory_is_oom_and_never_trains(tmp_path, fixed_profiles)
         }
     ]  # fmt: skip
     sc = _base(edges, learning=True, data={"dataset": "digits"}, stop={"max_rounds": 2})
+    warnings = check(sc, "oom.yaml", fixed_profiles).warnings()  # what `validate` prints
+    assert len(warnings) == 1
+    assert warnings[0].startswith("oom.yaml: topology.edges[0].devices[1]: tiny has 1,000 bytes")
     res = run(sc, tmp_path / "oom", profiles_dir=fixed_profiles)
     d = res.device_rounds
     oom = d[d["device_id"] >= 2]
@@ -251,3 +254,63 @@ def test_device_without_memory_is_oom_and_never_trains(tmp_path, fixed_profiles)
     assert list(res.rounds["oom"]) == [2, 2]
     assert list(res.rounds["completed"]) == [2, 2]
     assert res.rounds["accuracy"].notna().all()  # the others trained and were aggregated
+
+
+def test_traced_device_follows_its_trace_during_a_transfer(tmp_path, fixed_profiles):
+    # device 0's uplink: 8 Mbps until t = 1 s, then 2 Mbps. A 1.5 MB (12 Mbit) upload from
+    # t = 0 sends 8 Mbit in the first second, the last 4 Mbit at 2 Mbps: it ends at 3.0
+    from fedsim.profiles import load_profiles
+    from fedsim.sim.network import Network
+    from fedsim.sim.population import Population
+    from fedsim.sim.traces import load_bandwidth_trace
+
+    csv = tmp_path / "bw.csv"
+    csv.write_text("device,time_s,up_mbps,down_mbps\n0,0,8,8\n0,1,2,2\n")
+    edges = [
+        {
+            "name": "e0", "hardware": "srv", "backhaul": "bh",
+            "devices": [{"hardware": "fast", "link": "lan", "count": 2}],
+        }
+    ]  # fmt: skip
+    sc = _base(edges)
+    population = Population.from_topology(sc.topology)
+    env = simpy.Environment()
+    net = Network(
+        env, sc, load_profiles(fixed_profiles), population, load_bandwidth_trace(csv, population)
+    )
+    t = fixed_transfer(0.0, 1_500_000, 100.0)  # the drawn rate is ignored for device 0
+    traced = net.start(net.access(0, True), t, 0, up=True)
+    drawn = net.start(net.access(0, True), t, 1, up=True)
+    env.run()
+    assert traced.end_s == pytest.approx(3.0, abs=1e-9)
+    assert drawn.end_s == pytest.approx(0.12, abs=1e-9)
+
+
+def test_quickstart_with_the_example_traces(tmp_path):
+    from helpers import REPO
+
+    res = run(
+        REPO / "scenarios" / "quickstart.yaml", tmp_path / "q",
+        [
+            "traces.bandwidth=traces/quickstart_bandwidth.csv",
+            "traces.availability=traces/quickstart_availability.csv",
+            "stop.max_rounds=40", "stop.target_accuracy=null", "learning=false",
+        ],
+    )  # fmt: skip
+    d = res.device_rounds
+    assert res.rounds["virtual_time_s"].iloc[-1] > 30
+    # device 15's 4G drops to 0.2 Mbps up in [10, 18) (a tunnel), else 5.439 Mbps
+    phone = d[(d["device_id"] == 15) & (d["bytes_up"] > 0)]
+    tunnel = (phone["start_s"] >= 10) & (phone["end_s"] < 18)
+    assert tunnel.any() and (~tunnel).any()
+    assert (phone[tunnel]["up_mbps"] <= 0.2 + 1e-9).all()
+    assert (phone[~tunnel & (phone["start_s"] < 10)]["up_mbps"] <= 5.439 + 1e-9).all()
+    assert (phone["up_mbps"] > 0.19).all()
+    # device 20 is on line in [5, 15) and from 25 s: it is only ever selected then
+    starts = d[d["device_id"] == 20]["start_s"]
+    assert len(starts) > 3
+    assert (((starts >= 5) & (starts < 15)) | (starts >= 25)).all()
+    # device 16 is off line in [6, 9) and [30, 40)
+    starts = d[d["device_id"] == 16]["start_s"]
+    assert len(starts) > 3
+    assert not (((starts >= 6) & (starts < 9)) | ((starts >= 30) & (starts < 40))).any()
