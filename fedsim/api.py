@@ -20,11 +20,15 @@ from fedsim.config import Scenario, load_scenario, scenario_to_dict
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError
 from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe, training_footprint_bytes
+from fedsim.offload import OffloadPolicy
+from fedsim.offload.full import Full
+from fedsim.offload.split import Split
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
+from fedsim.sim.offloading import build_policies
 from fedsim.sim.population import Population, sample_counts
 from fedsim.sim.simulation import (
     DEVICE_COLUMNS,
@@ -71,6 +75,8 @@ class Prepared:
     footprint_bytes: int
     bandwidth: BandwidthTrace | None = None
     availability_trace: AvailabilityTrace | None = None
+    policies: list[tuple[OffloadPolicy, bool]] | None = None
+    sample_bytes: int = 0
 
     def warnings(self) -> list[str]:
         """Return one line per device group that can never train (memory too small)."""
@@ -157,11 +163,43 @@ def check(
     payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
     batch = max(algorithm.steps(len(dataset.y_train)), default=1)
     footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
+    policies = build_policies(scenario, source)
+    _check_offload(scenario, policies, info, source)
     bandwidth, availability = _load_traces(scenario, source)
+    sample_bytes = int(
+        dataset.x_train.dtype.itemsize * int(np.prod(dataset.input_shape))
+        + dataset.y_train.dtype.itemsize
+    )
     return Prepared(
         scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
-        footprint, bandwidth, availability,
+        footprint, bandwidth, availability, policies, sample_bytes,
     )  # fmt: skip
+
+
+def _check_offload(
+    scenario: Scenario, policies: list[tuple[OffloadPolicy, bool]], info: ModelInfo, source: str
+) -> None:
+    """Reject what a fixed policy could never do.
+
+    ``full`` under an untrusted edge; a split point outside the model.
+    """
+    problems = []
+    groups = [(i, j, e, g) for i, e in enumerate(scenario.topology.edges) for j, g in
+              enumerate(e.devices)]  # fmt: skip
+    for (i, j, edge, group), (policy, _) in zip(groups, policies, strict=True):
+        field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"
+        if isinstance(policy, Full) and not edge.trusted:
+            problems.append(
+                f"{source}: {field}.use: 'full' sends raw training data to the edge, and edge "
+                f"{edge.name!r} is not trusted (set topology.edges[{i}].trusted: true)"
+            )
+        if isinstance(policy, Split) and not policy.params.k < len(info.layers):
+            problems.append(
+                f"{source}: {field}.params.k: expected 1..{len(info.layers) - 1} (the model "
+                f"{info.name} has {len(info.layers)} layers), got {policy.params.k}"
+            )
+    if problems:
+        raise InputError(sorted(set(problems), key=problems.index))
 
 
 def _load_traces(
@@ -293,7 +331,8 @@ def run(
     try:
         inputs = SimulationInputs(
             prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
-            prep.footprint_bytes, prep.bandwidth, prep.availability_trace,
+            prep.footprint_bytes, prep.bandwidth, prep.availability_trace, prep.sample_bytes,
+            prep.policies,
         )  # fmt: skip
         result = Simulation(scenario, inputs, runtime, on_round).run()
     finally:

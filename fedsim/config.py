@@ -70,12 +70,31 @@ class CloudSpec(_Strict):
     backhaul: str = "wan"
 
 
+class ComponentSpec(_Strict):
+    """A pluggable component: a built-in name or ``package.module:Class`` and its params."""
+
+    use: str
+    params: dict[str, JsonValue] = {}
+
+
+class OffloadSpec(ComponentSpec):
+    """An offloading policy (docs/offloading.md) and its ``full`` rule.
+
+    ``stay_online``: whether a device that handed its whole task to the edge must stay on
+    line while the edge trains for it (a drop-out then loses the work).
+    """
+
+    use: str = "local"
+    stay_online: bool = True
+
+
 class DeviceGroupSpec(_Strict):
-    """A group of identical devices under one edge."""
+    """A group of identical devices under one edge (``offload`` overrides the scenario's)."""
 
     hardware: str
     link: str
     count: PositiveInt
+    offload: OffloadSpec | None = None
 
 
 class CapacitySpec(_Strict):
@@ -131,13 +150,6 @@ class TopologySpec(_Strict):
     def num_devices(self) -> int:
         """Return the total number of devices."""
         return sum(g.count for e in self.edges for g in e.devices)
-
-
-class ComponentSpec(_Strict):
-    """A pluggable component: a built-in name or ``package.module:Class`` and its params."""
-
-    use: str
-    params: dict[str, JsonValue] = {}
 
 
 class FailureDetectionSpec(_Strict):
@@ -241,6 +253,7 @@ class Scenario(_Strict):
     rounds: RoundsSpec = RoundsSpec()
     availability: AvailabilitySpec = AvailabilitySpec()
     network: NetworkSpec = NetworkSpec()
+    offload: OffloadSpec = OffloadSpec()
     traces: TracesSpec = TracesSpec()
     stop: StopSpec = StopSpec()
     evaluation: EvaluationSpec = EvaluationSpec()

@@ -22,6 +22,7 @@ class Purpose(IntEnum):
     BACKHAUL = 10
     DEVICE_ROUND = 11
     LINK_QUALITY = 12
+    OFFLOAD = 13
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:

@@ -8,7 +8,7 @@ BYTES_PER_VALUE = 4  # float32
 
 
 def training_footprint_bytes(
-    info: ModelInfo, batch_size: int, optimizer_values_per_param: int = 0
+    info: ModelInfo, batch_size: int, optimizer_values_per_param: int = 0, layers: int | None = None
 ) -> int:
     """Return the bytes a device needs to train ``info`` at ``batch_size``.
 
@@ -26,7 +26,15 @@ def training_footprint_bytes(
         Samples in the largest training batch.
     optimizer_values_per_param : int
         Values the optimiser keeps per parameter (0 for SGD, 2 for Adam).
+    layers : int, optional
+        Count only the first ``layers`` executed layers (a device's part of a split model);
+        buffers are then not counted.
     """
-    values = info.num_params * (2 + optimizer_values_per_param) + info.num_buffers
-    activations = batch_size * sum(layer.output_elements_per_sample for layer in info.layers)
+    if layers is None:
+        params, buffers, kept = info.num_params, info.num_buffers, info.layers
+    else:
+        kept = info.layers[:layers]
+        params, buffers = sum(layer.params for layer in kept), 0
+    values = params * (2 + optimizer_values_per_param) + buffers
+    activations = batch_size * sum(layer.output_elements_per_sample for layer in kept)
     return BYTES_PER_VALUE * (values + activations)

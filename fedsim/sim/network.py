@@ -106,21 +106,22 @@ class Network:
         """Return True if a bandwidth trace gives this device's rates."""
         return self.bandwidth is not None and self.bandwidth.covers(device_id)
 
-    def start(
-        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
-    ) -> Flow:
-        """Start a transfer on ``resource``: its data begins ``delay_s`` from now.
+    def start_bits(
+        self, resource: SharedResource, bits: float, cap_bps: float, owner: int, up: bool,
+        delay_s: float = 0.0,
+    ) -> Flow:  # fmt: skip
+        """Start ``bits`` on ``resource`` at most ``cap_bps``: the data begins ``delay_s`` on.
 
-        A traced device's cap is its trace rate, updated at each change of the trace for
-        as long as the flow runs.
+        A traced device's cap is its trace rate instead, updated at each change of the
+        trace for as long as the flow runs.
         """
         if not self.traced(owner):
-            return resource.start(t.bits, t.cap_bps, owner, delay_s=delay_s)
+            return resource.start(bits, cap_bps, owner, delay_s=delay_s)
         assert self.bandwidth is not None
         trace = self.bandwidth
         begin = self.env.now + delay_s
         cap = trace.rate_mbps(owner, begin, up) * 1e6
-        flow = resource.start(t.bits, cap, owner, fixed_cap=False, delay_s=delay_s)
+        flow = resource.start(bits, cap, owner, fixed_cap=False, delay_s=delay_s)
 
         def follow(at_s: float) -> None:
             change = trace.next_change_s(owner, at_s)
@@ -136,6 +137,12 @@ class Network:
 
         follow(begin)
         return flow
+
+    def start(
+        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
+    ) -> Flow:
+        """Start a transfer's data on ``resource`` ``delay_s`` from now (see :meth:`start_bits`)."""
+        return self.start_bits(resource, t.bits, t.cap_bps, owner, up, delay_s)
 
     def busiest(self) -> int:
         """Return the most flows any resource has held at once so far."""

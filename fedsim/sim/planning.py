@@ -10,6 +10,7 @@ import numpy as np
 from fedsim.algorithms.base import Algorithm
 from fedsim.config import Scenario
 from fedsim.models import ModelInfo
+from fedsim.offload import OffloadPolicy
 from fedsim.profiles import ProfileLibrary
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.availability import Availability
@@ -25,6 +26,7 @@ from fedsim.sim.costs import (
 )
 from fedsim.sim.keyed import KeyedStreams
 from fedsim.sim.network import BandwidthSource
+from fedsim.sim.offloading import DeviceTask, OffloadPlanner, build_policies, jitter_factor
 from fedsim.sim.population import Population
 from fedsim.sim.records import DeviceOutcome, DevicePlan
 
@@ -59,6 +61,10 @@ class SimulationInputs:
         A bandwidth trace for the devices it covers.
     availability_trace : object or None
         An availability trace (:class:`fedsim.sim.traces.AvailabilityTrace`).
+    sample_bytes : int
+        Bytes of one training sample (a full offload uploads the device's samples).
+    policies : list or None
+        Per device group, its offloading policy and ``stay_online`` (None: from the scenario).
     """
 
     profiles: ProfileLibrary
@@ -69,6 +75,8 @@ class SimulationInputs:
     footprint_bytes: int = 0
     bandwidth: BandwidthSource | None = None
     availability_trace: object | None = None
+    sample_bytes: int = 0
+    policies: list[tuple[OffloadPolicy, bool]] | None = None
 
 
 class RoundPlanner:
@@ -106,8 +114,15 @@ class RoundPlanner:
         self._access = [lib.link(g.link) for g in population.groups]
         self._edge_hw = [lib.device(e.hardware) for e in scenario.topology.edges]
         self._backhaul = [lib.link(e.backhaul) for e in scenario.topology.edges]
-        self._fits = [hw.memory_bytes >= inputs.footprint_bytes for hw in self._device_hw]
+        policies = inputs.policies or build_policies(scenario, "scenario")
+        self.offload = OffloadPlanner(
+            scenario, population, policies, self._device_hw, self._access, self._edge_hw,
+            inputs.model, inputs.payloads.download_bytes, inputs.sample_bytes,
+            inputs.algorithm.optimizer_values_per_param,
+        )  # fmt: skip
         self._steps_s_cache: dict[tuple[int, int], float] = {}  # (group, samples) -> seconds
+        self._batches_cache: dict[int, tuple[int, ...]] = {}
+        self._local_fits: dict[tuple[int, int], bool] = {}  # (group, samples) -> fits memory
         # lasting link quality per device, drawn when first needed (8 bytes a device)
         self._quality = np.full(population.num_devices, np.nan)
         self._quality_streams = KeyedStreams(scenario.seed, Purpose.LINK_QUALITY)
@@ -196,8 +211,10 @@ class RoundPlanner:
         if rng is None:
             rng = stream(self.scenario.seed, Purpose.DEVICE_ROUND, device_id, round_index)
         payloads = self.inputs.payloads
+        samples = int(self.inputs.samples[device_id])
         down = transfer(link, payloads.download_bytes, up=False, rng=rng, quality=quality)
-        compute = jittered_s(hw, self._steps_s(group, int(self.inputs.samples[device_id])), rng)
+        base_s = self._steps_s(group, samples)
+        compute = jittered_s(hw, base_s, rng)
         up = transfer(link, payloads.upload_bytes, up=True, rng=rng, quality=quality)
         trace = self.inputs.bandwidth
         if trace is not None and trace.covers(device_id):
@@ -205,14 +222,42 @@ class RoundPlanner:
             up = fixed_transfer(link.rtt_s, payloads.upload_bytes, math.inf)
         offline = self.availability.offline_after(device_id, now)
         edge = int(self.population.edge_of[device_id])
-        oom = not self._fits[group]
-        return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline, group, oom)
+        key = (group, samples)
+        fits = self._local_fits.get(key)
+        if fits is None:
+            batch = max(self._batches(samples), default=1)
+            fits = hw.memory_bytes >= self.offload.footprint(batch, None)
+            self._local_fits[key] = fits
+        if self.offload.local_only and fits:  # the common case: no policy to ask
+            return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline, group)
+        task = DeviceTask(
+            device_id, group, edge, round_index, samples, self._batches(samples), quality,
+            jitter_factor(compute, base_s), self.scenario.rounds.deadline_s,
+        )  # fmt: skip
+        choice = self.offload.choose(task)
+        work = choice.work
+        if work is not None:  # the device moves only its part of the model (none: full)
+            part = work.model_fraction
+            down = fixed_transfer(down.rtt_s, round(down.num_bytes * part), down.mbps)
+            up = fixed_transfer(up.rtt_s, round(up.num_bytes * part), up.mbps)
+        return DevicePlan(
+            device_id, edge, fetch_s, down, compute, up, offline, group, choice.oom, work,
+            choice.stay_online,
+        )  # fmt: skip
+
+    def _batches(self, num_samples: int) -> tuple[int, ...]:
+        batches = self._batches_cache.get(num_samples)
+        if batches is None:
+            batches = tuple(self.inputs.algorithm.steps(num_samples))
+            self._batches_cache[num_samples] = batches
+        return batches
 
     def plans(
         self, selected: np.ndarray, round_index: int, now: float, fetch: dict[int, Transfer]
     ) -> list[DevicePlan]:
         """Return the selected devices' plans; ``fetch`` holds the edges fetching the model."""
         edge_of = self.population.edge_of[selected]
+        self.offload.new_round()
         streams = KeyedStreams(self.scenario.seed, Purpose.DEVICE_ROUND, (), (round_index,))
         seeded = streams.states(selected)
         states: list[tuple[int, int] | None] = (
@@ -251,4 +296,4 @@ class RoundPlanner:
         to close.
         """
         hw = self._device_hw[int(self.population.group_of[o.plan.device_id])]
-        return energy_j(hw, o.access_down_s, o.compute_s, o.upload_s, o.fetch_s + o.wait_s)
+        return energy_j(hw, o.rx_s, o.device_compute_s, o.tx_s, o.idle_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from fedsim.offload.work import OffloadWork
 from fedsim.sim.costs import Transfer
 
 
@@ -40,6 +41,10 @@ class DevicePlan:
         The device's group (which access network it uses).
     oom : bool
         The device cannot hold the model's training footprint: it never trains.
+    work : OffloadWork or None
+        What an offloaded plan puts on the device, its links and the edge (None: local).
+    stay_online : bool
+        Under ``full``: whether the device must stay on line while the edge trains.
     """
 
     device_id: int
@@ -51,9 +56,18 @@ class DevicePlan:
     offline_at_s: float
     group: int = 0
     oom: bool = False
+    work: OffloadWork | None = None
+    stay_online: bool = True
+
+    @property
+    def plan_label(self) -> str:
+        """Return the offloading plan as written in results (``local``, ``full``, ``split(k)``)."""
+        return "local" if self.work is None else self.work.plan.label
 
     def finish_s(self, start_s: float) -> float:
         """Return the earliest the device could report (when nothing it uses is shared)."""
+        if self.work is not None:
+            return start_s + self.fetch_s  # offloaded: a loose bound
         return start_s + self.fetch_s + self.down.duration_s + self.compute_s + self.up.duration_s
 
 
@@ -64,7 +78,11 @@ class DeviceOutcome:
     ``download_s`` includes ``fetch_s`` (idle, waiting for the edge's copy of the model)
     and ``access_down_s`` (the device's own download: round trip and data). The
     ``*_shared_s`` are the seconds a transfer lost to sharing its access network (the
-    integral of ``1 - rate / own rate``); ``*_flow_s`` its data phase's seconds.
+    integral of ``1 - rate / own rate``); ``*_flow_s`` its data phase's seconds. For energy:
+    the device's own compute, receive, transmit and idle seconds (``attached`` False: a full
+    offload released the device, so it does not wait for the round to close). Offloading:
+    the edge's compute seconds for the device and the part of them lost to sharing
+    (``edge_queue_s``), activation and data bytes, and whether raw data left the device.
     """
 
     plan: DevicePlan
@@ -83,6 +101,18 @@ class DeviceOutcome:
     up_shared_s: float = 0.0
     down_flow_s: float = 0.0
     up_flow_s: float = 0.0
+    plan_label: str = "local"
+    device_compute_s: float = 0.0
+    rx_s: float = 0.0
+    tx_s: float = 0.0
+    idle_s: float = 0.0
+    edge_compute_s: float = 0.0
+    edge_queue_s: float = 0.0
+    act_bytes_up: int = 0
+    act_bytes_down: int = 0
+    data_bytes_up: int = 0
+    raw_data_left: bool = False
+    attached: bool = True
 
 
 @dataclass(frozen=True)

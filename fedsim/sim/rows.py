@@ -15,13 +15,15 @@ ROUND_COLUMNS = (
     "stragglers", "dropped", "bytes_up", "bytes_down", "energy_j", "download_s", "compute_s",
     "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
     "ua_p50", "ua_p90", "oom", "down_shared_s", "up_shared_s", "energy_compute_j",
-    "energy_radio_j", "energy_idle_j",
+    "energy_radio_j", "energy_idle_j", "offloaded", "edge_compute_s", "edge_queue_s",
+    "act_bytes_up", "act_bytes_down", "data_bytes_up",
 )  # fmt: skip
 DEVICE_COLUMNS = (
     "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
     "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
     "fetch_s", "down_shared_s", "up_shared_s", "down_mbps", "up_mbps", "energy_compute_j",
-    "energy_radio_j", "energy_idle_j",
+    "energy_radio_j", "energy_idle_j", "plan", "edge_compute_s", "edge_queue_s",
+    "act_bytes_up", "act_bytes_down", "data_bytes_up", "raw_data_left",
 )  # fmt: skip
 UA_COLUMNS = ("version", "device_id", "accuracy")
 ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
@@ -42,8 +44,9 @@ def round_row(
 
     Bytes include the edges' backhaul traffic (up, down); the phase columns are means over
     the devices whose reports were kept, and with ``edge_s + cloud_s`` they add up to the
-    round's duration. ``down_shared_s``, ``up_shared_s`` and the energies are totals over
-    every selected device.
+    round's duration. ``down_shared_s``, ``up_shared_s``, the energies and the offloading
+    columns are totals over every selected device; ``bytes_up`` and ``bytes_down`` count
+    every byte on the links: models, activations, training data and backhaul.
     """
     outs = timing.outcomes
     kept = timing.kept
@@ -61,8 +64,9 @@ def round_row(
         "completed": len(kept),
         "stragglers": sum(o.status is Status.STRAGGLER for o in outs),
         "dropped": sum(o.status is Status.DROPPED for o in outs),
-        "bytes_up": sum(o.bytes_up for o in outs) + backhaul_bytes[0],
-        "bytes_down": sum(o.bytes_down for o in outs) + backhaul_bytes[1],
+        "bytes_up": sum(o.bytes_up + o.act_bytes_up + o.data_bytes_up for o in outs)
+        + backhaul_bytes[0],
+        "bytes_down": sum(o.bytes_down + o.act_bytes_down for o in outs) + backhaul_bytes[1],
         "energy_j": float(sum(e.total_j for e in energies)),
         "download_s": mean("download_s"),
         "compute_s": mean("compute_s"),
@@ -76,6 +80,12 @@ def round_row(
         "energy_compute_j": float(sum(e.compute_j for e in energies)),
         "energy_radio_j": float(sum(e.radio_j for e in energies)),
         "energy_idle_j": float(sum(e.idle_j for e in energies)),
+        "offloaded": sum(o.plan_label != "local" for o in outs),
+        "edge_compute_s": float(sum(o.edge_compute_s for o in outs)),
+        "edge_queue_s": float(sum(o.edge_queue_s for o in outs)),
+        "act_bytes_up": sum(o.act_bytes_up for o in outs),
+        "act_bytes_down": sum(o.act_bytes_down for o in outs),
+        "data_bytes_up": sum(o.data_bytes_up for o in outs),
     }
 
 
@@ -94,7 +104,9 @@ def device_rows(
                 o.start_s, o.end_s, o.download_s, o.compute_s, o.upload_s, o.wait_s,
                 o.bytes_up, o.bytes_down, e.total_j, o.fetch_s, o.down_shared_s,
                 o.up_shared_s, effective_mbps(o.bytes_down, o.down_flow_s),
-                effective_mbps(o.bytes_up, o.up_flow_s), e.compute_j, e.radio_j, e.idle_j,
+                effective_mbps(o.bytes_up + o.data_bytes_up, o.up_flow_s), e.compute_j,
+                e.radio_j, e.idle_j, o.plan_label, o.edge_compute_s, o.edge_queue_s,
+                o.act_bytes_up, o.act_bytes_down, o.data_bytes_up, o.raw_data_left,
             )
         )  # fmt: skip
     return rows

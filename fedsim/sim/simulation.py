@@ -12,6 +12,7 @@ import numpy as np
 import simpy
 
 from fedsim.config import Scenario
+from fedsim.offload import HistoryEntry
 from fedsim.runtime.base import Evaluation, Runtime
 from fedsim.sim.availability import Availability
 from fedsim.sim.network import Network
@@ -169,7 +170,23 @@ class Simulation:
         self.result.device_rounds.extend(
             device_rows(round_index, timing.outcomes, self.population, self.planner.energy)
         )
+        self._remember(round_index, timing.outcomes)
         return row, synced
+
+    def _remember(self, round_index: int, outcomes: list[DeviceOutcome]) -> None:
+        """Tell the offloading planner what devices did (data now at the edge; history)."""
+        offload = self.planner.offload
+        if offload.local_only and not offload.keep_history:
+            return
+        for o in outcomes:
+            work = o.plan.work
+            uploaded = (
+                work is not None
+                and work.data_bits > 0
+                and (o.data_bytes_up == int(work.data_bits) // 8)
+            )
+            entry = HistoryEntry(round_index, o.plan_label, o.status.value, o.end_s - o.start_s)
+            offload.record(o.plan.device_id, entry, uploaded)
 
     def _aggregate(
         self, used: list[DeviceOutcome], handles: dict[int, object], synced: bool

@@ -31,8 +31,16 @@ CONTENDED = (
 )
 
 
+# offloading on: the home gateway (trusted) trains for its rpi3b, the phones choose the
+# fastest plan (local or a split with the operator edge)
+OFFLOADED = (
+    "topology.edges.0.devices.1.offload.use=full",
+    "topology.edges.1.devices.0.offload.use=fastest",
+)
+
+
 def scenario(*sets: str):
-    base = ["stop.max_rounds=4", "rounds.cloud_every=1", *CONTENDED, *sets]
+    base = ["stop.max_rounds=4", "rounds.cloud_every=1", *CONTENDED, *OFFLOADED, *sets]
     return load_scenario(QUICKSTART, base)
 
 
@@ -49,6 +57,7 @@ def test_inline_and_ray_1_2_4_workers_byte_identical(tmp_path, local_ray, vector
             assert filecmp.cmp(ref.path / f, res.path / f, shallow=False), (workers, f)
     assert ref.rounds["accuracy"].notna().all()
     assert (ref.device_rounds["up_shared_s"] > 0).any()  # sharing did slow transfers
+    assert (ref.device_rounds["plan"] != "local").any()  # some devices offloaded
 
 
 def test_hierarchical_rounds_identical_on_ray(tmp_path, local_ray):

@@ -10,26 +10,24 @@ from conftest import device_profile
 
 from fedsim.api import check, run
 from fedsim.config import scenario_from_dict
-from fedsim.sim.costs import Transfer, fixed_transfer
-from fedsim.sim.sharing import Flow, SharedResource
+from fedsim.sim.costs import fixed_transfer
+from fedsim.sim.device import Alone
+from fedsim.sim.sharing import SharedResource
 from fedsim.sim.sync_round import DevicePlan, Status, run_round
 
 MODEL_BYTES = (64 * 32 + 32 + 32 * 10 + 10) * 4  # digits_mlp, float32
 NUM_PARAMS = MODEL_BYTES // 4
 
 
-class _Uplink:
+class _Uplink(Alone):
     """Links with one shared uplink of ``capacity`` bits/s; downloads unshared."""
 
     def __init__(self, env, capacity):
+        super().__init__(env)
         self.up = SharedResource(env, capacity)
-        self.down = SharedResource(env)
 
     def access(self, group, up):
-        return self.up if up else self.down
-
-    def start(self, resource: SharedResource, t: Transfer, owner: int, up, delay_s=0.0) -> Flow:
-        return resource.start(t.bits, t.cap_bps, owner, delay_s=delay_s)
+        return self.up if up else super().access(group, up)
 
 
 def _plan(device_id, compute_s, up_bytes, up_mbps, offline_at_s=math.inf):
