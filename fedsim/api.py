@@ -79,17 +79,33 @@ class Prepared:
     sample_bytes: int = 0
 
     def warnings(self) -> list[str]:
-        """Return one line per device group that can never train (memory too small)."""
+        """Return one line per device group that cannot train locally (memory too small).
+
+        Such devices are offloaded by the memory rule when a plan fits (a split's device
+        part, or ``full`` under a trusted edge); otherwise they are ``oom`` and never train.
+        """
         out = []
+        batch = max(self.algorithm.steps(len(self.dataset.y_train)), default=1)
+        opt = self.algorithm.optimizer_values_per_param
         for i, edge in enumerate(self.scenario.topology.edges):
             for j, group in enumerate(edge.devices):
                 memory = self.profiles.device(group.hardware).memory_bytes
-                if memory < self.footprint_bytes:
-                    out.append(
-                        f"{self.source}: topology.edges[{i}].devices[{j}]: {group.hardware} "
-                        f"has {memory:,} bytes of memory, training {self.model.name} needs "
-                        f"{self.footprint_bytes:,}: these devices will be 'oom' and never train"
-                    )
+                if memory >= self.footprint_bytes:
+                    continue
+                where = f"{self.source}: topology.edges[{i}].devices[{j}]: {group.hardware}"
+                needs = (
+                    f"has {memory:,} bytes of memory, training {self.model.name} needs "
+                    f"{self.footprint_bytes:,}"
+                )
+                splits = [
+                    k for k in range(1, len(self.model.layers))
+                    if training_footprint_bytes(self.model, batch, opt, k) <= memory
+                ]  # fmt: skip
+                if edge.trusted or splits:
+                    plan = "full" if edge.trusted else f"split(k <= {max(splits)})"
+                    out.append(f"{where} {needs}: the memory rule offloads it ({plan})")
+                else:
+                    out.append(f"{where} {needs}: these devices will be 'oom' and never train")
         return out
 
 

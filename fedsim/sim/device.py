@@ -306,14 +306,24 @@ def _full(
         tr.detached_s = env.now
     tr.begin(FETCH, env.now)
     if fetched is not None and not fetched.processed:
-        yield fetched
+        yield from _released(fetched, tr)
     tr.begin(COMPUTE, env.now)
     edge = links.edge_compute[plan.edge_id]
     flow = edge.start(work.edge_flops, links.edge_flops_per_s[plan.edge_id], plan.device_id)
     tr.running, tr.edge_flow = (edge, flow), flow
-    yield flow.done
+    yield from _released(flow.done, tr)
     tr.running = None
     tr.end(env.now)
+
+
+def _released(event: simpy.Event, tr: _Track) -> Generator[simpy.Event, Any, None]:
+    """Wait for ``event``; a device a full offload released may go off line meanwhile."""
+    while not event.processed:
+        try:
+            yield event
+        except simpy.Interrupt as irq:
+            if irq.cause != "drop" or math.isinf(tr.detached_s):
+                raise
 
 
 def device_process(

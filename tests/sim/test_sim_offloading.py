@@ -13,7 +13,7 @@ from helpers import REPO
 from fedsim.api import check, run
 from fedsim.config import load_scenario, scenario_from_dict
 from fedsim.models import training_footprint_bytes
-from fedsim.offload import split_at
+from fedsim.offload import FULL, split_at
 from fedsim.offload.work import OffloadWork, SplitBatch
 from fedsim.sim.costs import fixed_transfer
 from fedsim.sim.device import Alone
@@ -200,3 +200,27 @@ def test_same_seed_no_deadline_same_accuracy_across_policies(tmp_path):
     assert len(set(times.values())) > 1  # the time model did see the plans
     assert (runs["full_home"].device_rounds.query("edge_id == 0 and device_id < 10")["plan"]
             == "full").all()  # fmt: skip
+
+
+def _full_plan(stay_online):
+    # data: 0.1 s round trip + 8 Mbit at 8 Mbps -> 1.1; the edge: 4 GFLOP at 1 GFLOP/s -> 5.1.
+    # The device goes off line at 3.0, while the edge trains for it.
+    work = OffloadWork(FULL, data_bits=8e6, edge_flops=4e9, model_fraction=0.0)
+    return DevicePlan(
+        0, 0, 0.0, fixed_transfer(0.1, 0, 16.0), 0.0, fixed_transfer(0.1, 0, 8.0), 3.0,
+        work=work, stay_online=stay_online,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stay_online", [True, False])
+def test_full_offload_and_staying_on_line(stay_online):
+    o = _play([_full_plan(stay_online)])[0]
+    assert o.data_bytes_up == 1_000_000 and o.raw_data_left
+    if stay_online:  # the work is lost with the device
+        assert o.status is Status.DROPPED and o.end_s == 3.0
+        assert o.edge_compute_s == pytest.approx(1.9, abs=1e-9)
+    else:  # released after its upload: the edge finishes for it
+        assert o.status is Status.COMPLETED
+        assert o.end_s == pytest.approx(5.1, abs=1e-9)
+        assert o.edge_compute_s == pytest.approx(4.0, abs=1e-9)
+        assert o.idle_s == 0.0  # it spends nothing once released
