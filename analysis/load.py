@@ -35,7 +35,8 @@ DEVICE_ROUND_COLUMNS = [
     "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
 ]  # fmt: skip
 DEVICE_UA_COLUMNS = ["version", "device_id", "accuracy"]
-_STRING_COLUMNS = {"edge_id", "profile", "link", "status"}
+_STRING_COLUMNS = {"edge_id", "profile", "link", "status", "plan"}
+_BOOL_COLUMNS = {"raw_data_left"}
 
 
 @dataclass
@@ -156,10 +157,12 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame(
             {c: pd.Series(dtype=object if c in _STRING_COLUMNS else float) for c in columns}
         )
-    dtypes = {c: str for c in _STRING_COLUMNS}
+    dtypes = {c: str for c in _STRING_COLUMNS | _BOOL_COLUMNS}
     frame = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
     for col in frame.columns:
-        if col not in _STRING_COLUMNS and col != "device_id":
+        if col in _BOOL_COLUMNS:
+            frame[col] = frame[col].map({"True": True, "False": False})
+        elif col not in _STRING_COLUMNS and col != "device_id":
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
 

@@ -1,4 +1,4 @@
-"""Matplotlib figures of runs: curves with seed bands, cost, time breakdown, UA boxes, Gantt."""
+"""Matplotlib figures of runs: curves, cost, time breakdown, UA boxes, Gantt, edge utilisation."""
 
 from __future__ import annotations
 
@@ -27,7 +27,13 @@ __all__ = [
     "plot_time_breakdown",
     "plot_ua_boxplot",
     "plot_device_timeline",
+    "plot_edge_utilisation",
     "pick_timeline_round",
+    "pick_offload_round",
+    "device_rounds_with_plans",
+    "has_offloading",
+    "edge_names",
+    "edge_utilisation",
 ]
 
 METRIC_LABELS = {
@@ -59,6 +65,7 @@ _STATUS_EDGE = {
     "straggler": "#d62728",
     "dropped": "#d62728",
     "discarded": "#ff7f0e",
+    "oom": "#6a3d9a",
 }
 
 
@@ -397,12 +404,336 @@ def pick_timeline_round(run: RunData) -> int | None:
     return int(bad.idxmax()) if bad.max() > 0 else int(bad.index[0])
 
 
-def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None = None) -> Figure:
-    """Gantt chart of one round: each device's download, compute, upload and wait.
+def device_rounds_with_plans(run: RunData) -> pd.DataFrame:
+    """Return the run's device rows with ``plan`` as text (``local``, ``full``, ``split(k)``).
 
+    :func:`analysis.load.load_run` parses every column it does not know as a number, which
+    turns the plan labels into NaN; they are then read again from the run's
+    ``device_rounds.csv`` (rows in file order, as ``load_run`` keeps them). An empty plan
+    reads ``local``. Runs written before offloading (no ``plan`` column) come back as they
+    are.
+    """
+    dr = run.device_rounds
+    if "plan" not in dr.columns:
+        return dr
+    plans = dr["plan"]
+    if len(dr) and plans.isna().all():
+        try:
+            raw = pd.read_csv(
+                run.run_dir / "device_rounds.csv",
+                usecols=["plan"],
+                dtype=str,
+                keep_default_na=False,
+            )["plan"]
+        except (OSError, ValueError):
+            raw = None
+        if raw is not None and len(raw) == len(dr):
+            plans = pd.Series(raw.to_numpy(), index=dr.index)
+    text = plans.astype(object).where(plans.notna(), "").astype(str).str.strip()
+    return dr.assign(plan=text.where(text != "", "local"))
+
+
+def has_offloading(run: RunData) -> bool:
+    """Return True if the run's device rows carry an offloading ``plan`` column."""
+    return "plan" in run.device_rounds.columns
+
+
+def pick_offload_round(run: RunData) -> int | None:
+    """Return the round with the most offloaded devices (the first on ties), or None."""
+    dr = device_rounds_with_plans(run)
+    if dr.empty or "plan" not in dr.columns:
+        return None
+    offloaded = dr["plan"].ne("local").groupby(dr["round"], sort=True).sum()
+    return int(offloaded.idxmax()) if offloaded.max() > 0 else None
+
+
+def edge_names(run: RunData) -> dict[str, str]:
+    """Return each edge's scenario name by the ``edge_id`` of the result files (its index)."""
+    edges = (run.scenario.get("topology") or {}).get("edges") or []
+    return {str(i): str(e.get("name", i)) for i, e in enumerate(edges) if isinstance(e, dict)}
+
+
+def _edge_order(edge_id: str) -> tuple[int, int, str]:
+    return (0, int(edge_id), "") if edge_id.isdigit() else (1, 0, edge_id)
+
+
+def _numeric(frame: pd.DataFrame, col: str) -> pd.Series:
+    if col not in frame.columns:
+        return pd.Series(0.0, index=frame.index)
+    return pd.to_numeric(frame[col], errors="coerce").fillna(0.0)
+
+
+_UTIL_COLUMNS = [
+    "round", "edge_id", "edge", "round_start_s", "virtual_time_s", "duration_s",
+    "offload_busy_s", "edge_tier_s", "utilisation",
+]  # fmt: skip
+
+
+def edge_utilisation(run: RunData) -> pd.DataFrame:
+    """Return each edge's utilisation in each round of a run.
+
+    Per round and edge, ``utilisation = (offload_busy_s + edge_tier_s) / duration_s``:
+
+    * ``offload_busy_s`` — the sum over the edge's devices of ``edge_compute_s −
+      edge_queue_s``: the seconds the edge's compute worked for offloaded training,
+      counted at its full rate. ``edge_compute_s`` alone would count a device's seconds on
+      a shared edge as if it had the edge to itself (two devices training together for 1 s
+      at half the rate each would read 200 %); ``edge_queue_s`` is the part of them lost to
+      sharing.
+    * ``edge_tier_s`` — the round's ``edge_s`` (aggregation and upload to the cloud, after
+      the round closes) for every edge with at least one completed device that round, 0
+      otherwise: ``edge_s`` is per round, not per edge, and includes the backhaul upload,
+      so this part is an upper bound.
+    * ``duration_s`` — ``virtual_time_s − round_start_s`` of ``rounds.csv``.
+
+    Every edge that has device rows in the run gets a row for every round. Runs without
+    ``edge_compute_s`` (written before offloading) give an empty frame.
+    """
+    dr, rr = run.device_rounds, run.rounds
+    needed = {"round", "round_start_s", "virtual_time_s"}
+    if dr.empty or rr.empty or "edge_compute_s" not in dr.columns or not needed <= set(rr):
+        return pd.DataFrame(columns=_UTIL_COLUMNS)
+    dev = pd.DataFrame(
+        {
+            "round": pd.to_numeric(dr["round"], errors="coerce").astype(float),
+            "edge_id": dr["edge_id"].astype(str),
+            "offload_busy_s": (_numeric(dr, "edge_compute_s") - _numeric(dr, "edge_queue_s")).clip(
+                lower=0.0
+            ),
+            "kept": dr["status"].astype(str).eq("completed"),
+        }
+    )
+    per_edge = (
+        dev.groupby(["round", "edge_id"], sort=False)
+        .agg(offload_busy_s=("offload_busy_s", "sum"), kept=("kept", "any"))
+        .reset_index()
+    )
+    rounds = pd.DataFrame(
+        {
+            "round": pd.to_numeric(rr["round"], errors="coerce").astype(float),
+            "round_start_s": pd.to_numeric(rr["round_start_s"], errors="coerce"),
+            "virtual_time_s": pd.to_numeric(rr["virtual_time_s"], errors="coerce"),
+            "edge_s": _numeric(rr, "edge_s"),
+        }
+    ).drop_duplicates("round")
+    edges = sorted(dev["edge_id"].unique(), key=_edge_order)
+    grid = pd.MultiIndex.from_product(
+        [rounds["round"].to_numpy(), edges], names=["round", "edge_id"]
+    ).to_frame(index=False)
+    util = grid.merge(rounds, on="round", how="left").merge(
+        per_edge, on=["round", "edge_id"], how="left"
+    )
+    util["offload_busy_s"] = util["offload_busy_s"].fillna(0.0)
+    kept = util["kept"].astype("boolean").fillna(False).astype(bool)
+    util["edge_tier_s"] = util["edge_s"].where(kept, 0.0)
+    util["duration_s"] = util["virtual_time_s"] - util["round_start_s"]
+    util["utilisation"] = (util["offload_busy_s"] + util["edge_tier_s"]) / util["duration_s"].where(
+        util["duration_s"] > 0
+    )
+    names = edge_names(run)
+    util["edge"] = [names.get(e, e) for e in util["edge_id"]]
+    util["round"] = util["round"].astype(int)
+    util["_order"] = [_edge_order(e) for e in util["edge_id"]]
+    util = util.sort_values(["_order", "round_start_s"], kind="stable")
+    return util[_UTIL_COLUMNS].reset_index(drop=True)
+
+
+def plot_edge_utilisation(run: RunData, ax: Axes | None = None) -> Figure:
+    """Step plot of each edge's utilisation per round against virtual time.
+
+    Solid: ``(offload_busy_s + edge_tier_s) / round duration``; dotted: the offloaded
+    training alone (see :func:`edge_utilisation` for the definition). The legend gives
+    each edge's mean over the run (total busy seconds over total time). Runs without the
+    offloading columns show a note instead.
+    """
+    util = edge_utilisation(run)
+    fig, ax = _new_axes(ax, (9.0, 3.6))
+    if util.empty:
+        ax.text(
+            0.5,
+            0.5,
+            "no offloading columns (edge_compute_s) in this run",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        return fig
+    top = 100.0
+    for i, (_, g) in enumerate(util.groupby("edge_id", sort=False)):
+        g = g.dropna(subset=["round_start_s", "virtual_time_s"])
+        if g.empty:
+            continue
+        xs = np.append(g["round_start_s"].to_numpy(float), g["virtual_time_s"].to_numpy(float)[-1])
+        dur = g["duration_s"].where(g["duration_s"] > 0)
+        total = 100 * g["utilisation"].to_numpy(float)
+        offload = 100 * (g["offload_busy_s"] / dur).to_numpy(float)
+        busy = float((g["offload_busy_s"] + g["edge_tier_s"]).sum())
+        span = float(dur.sum())
+        mean = 100 * busy / span if span > 0 else math.nan
+        name = str(g["edge"].iloc[0])
+        color = f"C{i % 10}"
+        ax.step(
+            xs,
+            np.append(total, total[-1]),
+            where="post",
+            color=color,
+            label=f"edge {name}: offloaded training + edge tier (mean {mean:.1f} %)",
+        )
+        ax.step(
+            xs,
+            np.append(offload, offload[-1]),
+            where="post",
+            color=color,
+            linestyle=":",
+            label=f"edge {name}: offloaded training only",
+        )
+        if np.isfinite(total).any():
+            top = max(top, float(np.nanmax(total)))
+    ax.set_ylim(0, top * 1.05)
+    ax.set_xlabel("Virtual time (s)")
+    ax.set_ylabel("Edge utilisation (% of round)")
+    ax.set_title(f"{run.run_id}: edge utilisation per round")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+_OFFLOAD_COLOR = "#c51b8a"
+_OOM_COLOR = "#6a3d9a"
+#: How each kind of Gantt segment is drawn: face colour, optional hatch, legend label.
+_SEGMENTS: dict[str, dict[str, str]] = {
+    "fetch": {
+        "face": "#f0f0f0",
+        "hatch": "....",
+        "hatch_color": "#969696",
+        "label": "Fetch (idle: the edge fetches the model)",
+    },
+    "download_s": {"face": _PHASE_COLORS["download_s"], "label": PHASE_LABELS["download_s"]},
+    "compute_s": {"face": _PHASE_COLORS["compute_s"], "label": PHASE_LABELS["compute_s"]},
+    "upload_s": {"face": _PHASE_COLORS["upload_s"], "label": PHASE_LABELS["upload_s"]},
+    "wait_s": {"face": _PHASE_COLORS["wait_s"], "label": PHASE_LABELS["wait_s"]},
+    "data_up": {
+        "face": _PHASE_COLORS["upload_s"],
+        "hatch": "xx",
+        "hatch_color": "white",
+        "label": "Upload of training data (full)",
+    },
+    "full": {
+        "face": "white",
+        "outline": _OFFLOAD_COLOR,
+        "linestyle": "--",
+        "label": "Trained on the edge (full)",
+    },
+    "split": {
+        "face": "#c6dbef",
+        "hatch": "////",
+        "hatch_color": _OFFLOAD_COLOR,
+        "label": "Device + edge taking turns (split)",
+    },
+    "edge_full": {"face": _OFFLOAD_COLOR, "label": "Edge lane: training a full device"},
+    "edge_split": {
+        "face": "#fbb4d9",
+        "hatch": "////",
+        "hatch_color": _OFFLOAD_COLOR,
+        "label": "Edge lane: a split device's batches",
+    },
+    "edge_tier": {"face": _PHASE_COLORS["edge_s"], "label": "Edge lane: edge tier (edge_s)"},
+}
+_BASE_SEGMENTS = ("download_s", "compute_s", "upload_s", "wait_s")
+
+
+def _value(rec: dict[str, object], key: str) -> float:
+    v = rec.get(key)
+    if v is None:
+        return 0.0
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(f) else f
+
+
+def _segments(rec: dict[str, object], plan: str) -> list[tuple[str, float]]:
+    """Return a device's phases in the order they happened, as (segment kind, seconds).
+
+    ``fetch_s`` is the idle head of ``download_s``. A ``full`` device first uploads its
+    training data (``upload_s``), then waits for the edge's model, then the edge trains
+    for it (``compute_s``); ``split`` and ``local`` devices fetch, download, compute,
+    upload.
+    """
+    download = _value(rec, "download_s")
+    fetch = min(_value(rec, "fetch_s"), download)
+    compute, upload, wait = (_value(rec, k) for k in ("compute_s", "upload_s", "wait_s"))
+    if plan == "full":
+        return [
+            ("data_up", upload),
+            ("fetch", fetch),
+            ("download_s", download - fetch),
+            ("full", compute),
+            ("wait_s", wait),
+        ]
+    middle = "compute_s" if plan == "local" else "split"
+    return [
+        ("fetch", fetch),
+        ("download_s", download - fetch),
+        (middle, compute),
+        ("upload_s", upload),
+        ("wait_s", wait),
+    ]
+
+
+def _bar(
+    ax: Axes,
+    y: float,
+    left: float,
+    width: float,
+    height: float,
+    kind: str,
+    outline: str | None = None,
+    linewidth: float = 0.3,
+) -> None:
+    style = _SEGMENTS[kind]
+    ax.barh(
+        y,
+        width,
+        left=left,
+        height=height,
+        color=style["face"],
+        edgecolor=outline or style.get("outline", "black"),
+        linewidth=max(linewidth, 0.9) if "outline" in style else linewidth,
+        linestyle=style.get("linestyle", "-"),
+    )
+    if "hatch" in style:  # a second, unfilled bar: the hatch in its own colour
+        ax.barh(
+            y,
+            width,
+            left=left,
+            height=height,
+            facecolor="none",
+            edgecolor=style["hatch_color"],
+            linewidth=0,
+            hatch=style["hatch"],
+        )
+
+
+def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None = None) -> Figure:
+    """Gantt chart of one round: each device's phases, and offloaded work on edge lanes.
+
+    Each device's lane shows, in the order they happened, the idle fetch of the edge's
+    model (when the run records ``fetch_s``), download, compute, upload and wait.
     Stragglers are outlined in red, drop-outs end in a red cross, discarded reports
-    (over-selection) are outlined in orange; the dashed red line is the round deadline
+    (over-selection) are outlined in orange, devices that cannot hold the model (``oom``)
+    are a purple diamond at their start; the dashed red line is the round deadline
     (``rounds.deadline_s`` after the round start), the black line the round's end.
+
+    With offloading (a ``plan`` column), each edge that trains for devices of the round
+    gets a lane below the devices', one thin bar per offloaded device, labelled with its id
+    and ``edge_compute_s``. A ``full`` device uploads its training data, waits for the
+    edge's model, and the edge trains for it: drawn on the edge's lane, the device's lane
+    only outlined. A ``split`` device's compute interval is drawn on both lanes (hatched):
+    device and edge take turns batch by batch, and the per-batch interleaving is not in the
+    result files (the edge computed ``edge_compute_s`` of that interval). Edge lanes end
+    with the round's ``edge_s`` (aggregation and upload to the cloud, after the close).
 
     Parameters
     ----------
@@ -414,10 +745,26 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
         Draw into this axes.
     """
     rnd = pick_timeline_round(run) if round is None else round
-    dr = run.device_rounds
+    dr = device_rounds_with_plans(run)
     rows = dr[dr["round"] == rnd] if rnd is not None else dr.iloc[0:0]
-    n = len(rows)
-    fig, ax = _new_axes(ax, (9.0, max(2.5, 0.28 * n + 1.5)))
+    rows = rows.sort_values(["start_s", "device_id"], kind="stable")
+    records = rows.to_dict("records")
+    plans = [str(r.get("plan", "local")) for r in records]
+    names = edge_names(run)
+    offloaded: dict[str, list[tuple[str, float, float, str, str]]] = {}
+    for rec, plan in zip(records, plans, strict=True):
+        if plan != "local" and str(rec["status"]) != "oom":
+            offloaded.setdefault(str(rec["edge_id"]), [])
+    lane_ids = sorted(offloaded, key=_edge_order)
+    lane_h = {e: 0.0 for e in lane_ids}
+    for rec, plan in zip(records, plans, strict=True):
+        e = str(rec["edge_id"])
+        if e in lane_h:
+            lane_h[e] += 0.0 if plan == "local" or str(rec["status"]) == "oom" else 0.45
+    lane_h = {e: max(1.0, h) for e, h in lane_h.items()}
+    n = len(records)
+    extent = n + sum(lane_h.values()) + 0.4 * len(lane_ids)
+    fig, ax = _new_axes(ax, (9.0, max(2.5, 0.28 * extent + 1.5)))
     if n == 0:
         ax.text(
             0.5,
@@ -428,38 +775,124 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
             transform=ax.transAxes,
         )
         return fig
-    rows = rows.sort_values(["start_s", "device_id"], kind="stable")
-    for y, rec in enumerate(rows.to_dict("records")):
+    used: set[str] = set()
+    any_oom = False
+    for y, (rec, plan) in enumerate(zip(records, plans, strict=True)):
         t = float(rec["start_s"])
         end = float(rec["end_s"]) if not pd.isna(rec["end_s"]) else math.inf
         status = str(rec["status"])
-        for p in ("download_s", "compute_s", "upload_s", "wait_s"):
-            d = rec.get(p)
-            d = 0.0 if d is None or pd.isna(d) else float(d)
-            if p != "wait_s" or status != "completed":  # a completed device waits after end_s
+        if status == "oom":
+            any_oom = True
+            ax.plot(
+                [t],
+                [y],
+                marker="D",
+                color=_OOM_COLOR,
+                markersize=6,
+                linestyle="none",
+                clip_on=False,
+            )
+            ax.annotate(
+                "oom: cannot hold the model, never trains",
+                (t, y),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="x-small",
+                color=_OOM_COLOR,
+            )
+            continue
+        for kind, d in _segments(rec, plan):
+            if kind != "wait_s" or status != "completed":  # a completed device waits after end_s
                 d = max(0.0, min(d, end - t))
             if d > 0:
-                ax.barh(
+                _bar(
+                    ax,
                     y,
+                    t,
                     d,
-                    left=t,
-                    height=0.7,
-                    color=_PHASE_COLORS[p],
-                    edgecolor=_STATUS_EDGE.get(status, "black"),
+                    0.7,
+                    kind,
+                    outline=_STATUS_EDGE.get(status) if status != "completed" else None,
                     linewidth=1.4 if status != "completed" else 0.3,
                 )
+                used.add(kind)
+                if kind in ("full", "split"):
+                    note = f"{rec['device_id']}: edge {_value(rec, 'edge_compute_s'):.2g} s"
+                    offloaded[str(rec["edge_id"])].append((kind, t, d, note, status))
             t += d
         if status == "dropped" and math.isfinite(end):
             ax.plot([end], [y], marker="X", color="#d62728", markersize=8, linestyle="none")
-    ax.set_yticks(range(n), [str(d) for d in rows["device_id"]], fontsize="small")
-    ax.invert_yaxis()
     rr = run.rounds[run.rounds["round"] == rnd] if "round" in run.rounds else run.rounds.iloc[:0]
+    ticks: list[float] = list(range(n))
+    labels = [
+        f"{d} · {p}" if p != "local" else str(d)
+        for d, p in zip(rows["device_id"], plans, strict=True)
+    ]
+    cursor = n - 0.5 + 0.3
+    if lane_ids:
+        ax.axhline(cursor - 0.15, color="#636363", linewidth=0.8)
+    edge_s = float(_numeric(rr, "edge_s").iloc[0]) if len(rr) else 0.0
+    close = (
+        float(rr["virtual_time_s"].iloc[0]) - edge_s - float(_numeric(rr, "cloud_s").iloc[0])
+        if len(rr)
+        else math.nan
+    )
+    for e in lane_ids:
+        h = lane_h[e]
+        centre = cursor + h / 2
+        if edge_s > 0 and math.isfinite(close):
+            _bar(ax, centre, close, edge_s, h - 0.2, "edge_tier")
+            used.add("edge_tier")
+        items = offloaded[e]
+        sub = (h - 0.2) / max(1, len(items))
+        for k, (kind, left, width, note, status) in enumerate(items):
+            yk = cursor + 0.1 + sub * (k + 0.5)
+            _bar(
+                ax,
+                yk,
+                left,
+                width,
+                sub * 0.85,
+                f"edge_{kind}",
+                outline=_STATUS_EDGE.get(status) if status != "completed" else None,
+                linewidth=1.0 if status != "completed" else 0.3,
+            )
+            used.add(f"edge_{kind}")
+            if sub >= 0.3:
+                ax.annotate(
+                    note,
+                    (left, yk),
+                    xytext=(2, 0),
+                    textcoords="offset points",
+                    ha="left",
+                    va="center",
+                    fontsize=6,
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.8},
+                )
+        ticks.append(centre)
+        labels.append(f"edge {names.get(e, e)}")
+        cursor += h + 0.4
+    ax.set_yticks(ticks, labels, fontsize="small")
+    for label in ax.get_yticklabels()[n:]:
+        label.set_fontweight("bold")
+    ax.set_ylim(cursor - 0.2 if lane_ids else n - 0.5, -0.6)
     round_start = float(rr["round_start_s"].iloc[0]) if len(rr) else float(rows["start_s"].min())
     deadline = (run.scenario.get("rounds") or {}).get("deadline_s")
-    handles: list[Line2D | Patch] = [
-        Patch(color=_PHASE_COLORS[p], label=PHASE_LABELS[p])
-        for p in ("download_s", "compute_s", "upload_s", "wait_s")
-    ]
+    kinds = (["fetch"] if "fetch" in used else []) + list(_BASE_SEGMENTS)
+    kinds += [k for k in _SEGMENTS if k not in kinds and k in used]
+    handles: list[Line2D | Patch] = []
+    for kind in kinds:
+        style = _SEGMENTS[kind]
+        handles.append(
+            Patch(
+                facecolor=style["face"],
+                edgecolor=style.get("hatch_color", style.get("outline", "none")),
+                hatch=style.get("hatch"),
+                linestyle="--" if style.get("linestyle") == "--" else "-",
+                label=style["label"],
+            )
+        )
     if deadline is not None:
         ax.axvline(round_start + float(deadline), color="#d62728", linestyle="--")
         handles.append(Line2D([], [], color="#d62728", linestyle="--", label="deadline"))
@@ -474,17 +907,21 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
         handles.append(
             Patch(facecolor="white", edgecolor="#ff7f0e", linewidth=1.4, label="discarded")
         )
+    if any_oom:
+        handles.append(Line2D([], [], marker="D", color=_OOM_COLOR, linestyle="none", label="oom"))
     counts = rows["status"].value_counts()
+    n_off = sum(p != "local" for p in plans)
     ax.set_title(
         f"{run.run_id}: round {rnd} — "
         + ", ".join(
             f"{counts.get(s, 0)} {s}"
-            for s in ("completed", "straggler", "dropped", "discarded")
+            for s in ("completed", "straggler", "dropped", "discarded", "oom")
             if counts.get(s, 0)
         )
+        + (f"; {n_off} offloaded" if n_off else "")
     )
     ax.set_xlabel("Virtual time (s)")
-    ax.set_ylabel("Device")
+    ax.set_ylabel("Device · plan / edge" if lane_ids else "Device")
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
     return fig

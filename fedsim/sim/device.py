@@ -11,7 +11,7 @@ whatever flow runs (its bytes so far count).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +44,7 @@ class Links(Protocol):
 
     def start_bits(
         self, resource: SharedResource, bits: float, cap_bps: float, owner: int, up: bool,
-        delay_s: float = 0.0,
+        delay_s: float = 0.0, then: Callable[[Flow], None] | None = None,
     ) -> Flow:  # fmt: skip
         """Start ``bits`` on ``resource`` at most ``cap_bps``, ``delay_s`` from now."""
         ...
@@ -77,10 +77,10 @@ class Alone:
 
     def start_bits(
         self, resource: SharedResource, bits: float, cap_bps: float, owner: int, up: bool,
-        delay_s: float = 0.0,
+        delay_s: float = 0.0, then: Callable[[Flow], None] | None = None,
     ) -> Flow:  # fmt: skip
         """Start a flow at the given cap."""
-        return resource.start(bits, cap_bps, owner, delay_s=delay_s)
+        return resource.start(bits, cap_bps, owner, delay_s=delay_s, then=then)
 
 
 @dataclass
@@ -163,9 +163,8 @@ class _SplitRun:
     def start(self) -> None:
         self._batch()
 
-    def _run(self, resource: SharedResource, flow: Flow, then: Any) -> None:
+    def _run(self, resource: SharedResource, flow: Flow) -> None:
         self.resource, self.flow = resource, flow
-        flow.done.callbacks.append(then)
 
     def _batch(self) -> None:
         now = self.env.now
@@ -178,10 +177,12 @@ class _SplitRun:
         self.device_from, self.device_s = now, b.device_before_s
         delay = b.device_before_s + self.plan.up.rtt_s
         d = self.plan.device_id
-        flow = self.links.start_bits(self.up, b.act_bits, self.plan.up.cap_bps, d, True, delay)
-        self._run(self.up, flow, self._to_edge)
+        flow = self.links.start_bits(
+            self.up, b.act_bits, self.plan.up.cap_bps, d, True, delay, then=self._to_edge
+        )
+        self._run(self.up, flow)
 
-    def _to_edge(self, _: simpy.Event) -> None:
+    def _to_edge(self, _: Flow) -> None:
         if self.stopped:
             return
         b, flow = self.batches[self.i], self.flow
@@ -191,9 +192,10 @@ class _SplitRun:
         self.act_up += int(b.act_bits) // BITS_PER_BYTE
         self.act_up_s += _flow_s(flow, self.env.now)
         d = self.plan.device_id
-        self._run(self.edge, self.edge.start(b.edge_flops, self.edge_fps, d), self._to_device)
+        flow = self.edge.start(b.edge_flops, self.edge_fps, d, then=self._to_device)
+        self._run(self.edge, flow)
 
-    def _to_device(self, _: simpy.Event) -> None:
+    def _to_device(self, _: Flow) -> None:
         if self.stopped:
             return
         b, flow = self.batches[self.i], self.flow
@@ -202,10 +204,10 @@ class _SplitRun:
         self.edge_queue_s += flow.shared_s
         d = self.plan.device_id
         cap = self.plan.down.cap_bps
-        down = self.links.start_bits(self.down, b.act_bits, cap, d, False)
-        self._run(self.down, down, self._next)
+        down = self.links.start_bits(self.down, b.act_bits, cap, d, False, then=self._next)
+        self._run(self.down, down)
 
-    def _next(self, _: simpy.Event) -> None:
+    def _next(self, _: Flow) -> None:
         if self.stopped:
             return
         b, flow = self.batches[self.i], self.flow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import simpy
@@ -108,7 +109,7 @@ class Network:
 
     def start_bits(
         self, resource: SharedResource, bits: float, cap_bps: float, owner: int, up: bool,
-        delay_s: float = 0.0,
+        delay_s: float = 0.0, then: Callable[[Flow], None] | None = None,
     ) -> Flow:  # fmt: skip
         """Start ``bits`` on ``resource`` at most ``cap_bps``: the data begins ``delay_s`` on.
 
@@ -116,12 +117,12 @@ class Network:
         trace for as long as the flow runs.
         """
         if not self.traced(owner):
-            return resource.start(bits, cap_bps, owner, delay_s=delay_s)
+            return resource.start(bits, cap_bps, owner, delay_s=delay_s, then=then)
         assert self.bandwidth is not None
         trace = self.bandwidth
         begin = self.env.now + delay_s
         cap = trace.rate_mbps(owner, begin, up) * 1e6
-        flow = resource.start(bits, cap, owner, fixed_cap=False, delay_s=delay_s)
+        flow = resource.start(bits, cap, owner, fixed_cap=False, delay_s=delay_s, then=then)
 
         def follow(at_s: float) -> None:
             change = trace.next_change_s(owner, at_s)

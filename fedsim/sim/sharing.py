@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -72,6 +73,7 @@ class Flow:
     version: int = 0
     seq: int = field(default=0)
     alone: bool = False  # on an unlimited resource with a fixed cap: ``done`` is a timeout
+    then: Callable[[Flow], None] | None = None  # called at the finish instead of ``done``
 
     @property
     def running(self) -> bool:
@@ -115,14 +117,22 @@ class SharedResource:
         return self._n_level + self._n_capped
 
     def start(
-        self, work: float, cap: float, owner: int, fixed_cap: bool = True, delay_s: float = 0.0
+        self,
+        work: float,
+        cap: float,
+        owner: int,
+        fixed_cap: bool = True,
+        delay_s: float = 0.0,
+        then: Callable[[Flow], None] | None = None,
     ) -> Flow:
         """Start a flow of ``work`` at most ``cap`` per second, ``delay_s`` from now.
 
         Its ``done`` event follows at once; until the delay has passed the flow waits
         (a round trip, training) and holds no share. With an unlimited capacity and a cap
         that will not change (``fixed_cap``), ``done`` is a plain timeout: one event for
-        the delay and the data together, as an independent transfer.
+        the delay and the data together, as an independent transfer. ``then``, if given,
+        is called with the flow the moment it finishes, instead of ``done`` succeeding (a
+        chain of flows then costs no event per link of the chain).
         """
         if not cap > 0:
             raise ValueError(f"a flow's cap must be positive, got {cap}")
@@ -131,8 +141,9 @@ class SharedResource:
         work, cap = float(work), float(cap)
         begin = now + delay_s
         if fixed_cap and math.isinf(self.capacity):
-            return self._start_alone(work, cap, owner, begin)
+            return self._start_alone(work, cap, owner, begin, then)
         flow = Flow(owner, work, cap, self.env.event(), begin, seq=self._seq, state=_PENDING)
+        flow.then = then
         if delay_s > 0:
             self.env.timeout(delay_s).callbacks.append(lambda _: self._begin(flow))
         else:
@@ -152,7 +163,9 @@ class SharedResource:
         self.max_flows = max(self.max_flows, self.active)
         self._settle(now)
 
-    def _start_alone(self, work: float, cap: float, owner: int, begin: float) -> Flow:
+    def _start_alone(
+        self, work: float, cap: float, owner: int, begin: float, then: Callable[[Flow], None] | None
+    ) -> Flow:
         duration = work / cap
         flow = Flow(owner, work, cap, cast(simpy.Event, None), begin, seq=self._seq, alone=True)
         flow.key, flow.since_s, flow.since_work = begin + duration, begin, work
@@ -161,6 +174,8 @@ class SharedResource:
         def end(_: simpy.Event) -> None:
             if flow.state == _CAPPED:  # not stopped meanwhile
                 flow.state, flow.end_s = _DONE, self.env.now
+                if then is not None:
+                    then(flow)
 
         done.callbacks.append(end)
         return flow
@@ -299,7 +314,10 @@ class SharedResource:
 
     def _finish(self, flow: Flow, now: float) -> None:
         flow.state, flow.end_s = _DONE, now
-        flow.done.succeed(flow)
+        if flow.then is not None:
+            flow.then(flow)
+        else:
+            flow.done.succeed(flow)
 
     @staticmethod
     def _peek(heap: list[tuple[float, int, int, int, Flow]], state: int) -> Flow | None:

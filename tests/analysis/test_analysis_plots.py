@@ -1,6 +1,7 @@
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import OFFLOAD_UTILISATION
 from matplotlib.figure import Figure
 
 from analysis import (
@@ -14,7 +15,14 @@ from analysis import (
     plot_ua_boxplot,
     save_figure,
 )
-from analysis.plots import pick_timeline_round
+from analysis.plots import (
+    device_rounds_with_plans,
+    edge_utilisation,
+    has_offloading,
+    pick_offload_round,
+    pick_timeline_round,
+    plot_edge_utilisation,
+)
 
 
 @pytest.mark.parametrize("x", ["time", "round"])
@@ -70,3 +78,87 @@ def test_ua_boxplot_uses_last_version(hand_run):
     # devices at version 5: 0.55, 0.65, 0.75 -> the mean marker sits at 0.65
     means = [ln for ln in ax.get_lines() if ln.get_marker() == "^"]
     assert means[0].get_ydata()[0] == pytest.approx(0.65)
+
+
+def _edge_lane_bars(ax, color):
+    """Return (x, width) of the filled bars of one face colour, in drawing order."""
+    from matplotlib.colors import to_rgba
+
+    return [
+        (round(p.get_x(), 9), round(p.get_width(), 9))
+        for p in ax.patches
+        if p.get_facecolor() == to_rgba(color)
+    ]
+
+
+def test_device_rounds_with_plans_reads_labels_back(offload_run):
+    run = load_run(offload_run)
+    assert run.device_rounds["plan"].notna().all()  # load_run reads the labels as text
+    dr = device_rounds_with_plans(run)
+    assert dr.loc[dr["round"] == 1, "plan"].tolist() == [
+        "local", "local", "full", "split(2)", "split(2)", "local",
+    ]  # fmt: skip
+    assert has_offloading(run) and pick_offload_round(run) == 1
+    run.device_rounds = dr  # labels already text: kept as they are
+    assert device_rounds_with_plans(run)["plan"].tolist() == dr["plan"].tolist()
+
+
+def test_edge_utilisation_by_hand(offload_run):
+    run = load_run(offload_run)
+    util = edge_utilisation(run)
+    got = {e: g["utilisation"].round(12).tolist() for e, g in util.groupby("edge", sort=False)}
+    assert got == OFFLOAD_UTILISATION
+    assert util["edge_tier_s"].tolist() == [1.0] * 6  # every edge kept a device every round
+    fig = plot_edge_utilisation(run)
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 4  # per edge: total (solid) and offloaded training (dotted)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "edge home: offloaded training + edge tier (mean 40.0 %)"
+    assert labels[2] == "edge operator: offloaded training + edge tier (mean 20.0 %)"
+    solid = ax.get_lines()[2]
+    assert list(solid.get_xdata()) == [0.0, 10.0, 20.0, 30.0]
+    assert list(solid.get_ydata()) == pytest.approx([15.0, 20.0, 25.0, 25.0])
+
+
+def test_timeline_draws_offloaded_work_on_edge_lanes(offload_run):
+    run = load_run(offload_run)
+    fig = plot_device_timeline(run, round=0)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == ["0", "1", "2 · full", "3 · split(2)", "4", "5", "edge home", "edge operator"]
+    # full: the data upload (0-2 s) comes first, then the edge trains 2-5 s on its lane
+    assert _edge_lane_bars(ax, "#c51b8a") == [(2.0, 3.0)]
+    # split: the compute interval (1-6 s) on the device's lane and on the edge's lane
+    assert _edge_lane_bars(ax, "#c6dbef") == [(1.0, 5.0)]
+    assert _edge_lane_bars(ax, "#fbb4d9") == [(1.0, 5.0)]
+    # the edge tier after the close (8.5 s) on both edge lanes
+    assert _edge_lane_bars(ax, "#31a354") == [(8.5, 1.0), (8.5, 1.0)]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for label in ("Upload of training data (full)", "Trained on the edge (full)", "oom"):
+        assert label in labels
+    oom = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
+    assert len(oom) == 1 and list(oom[0].get_ydata()) == [5]
+    assert ax.get_title().endswith("5 completed, 1 oom; 2 offloaded")
+    texts = [t.get_text() for t in ax.texts]
+    assert "2: edge 3 s" in texts and "3: edge 1 s" in texts
+
+
+def test_old_runs_have_no_edge_lanes(hand_run):
+    run = load_run(hand_run)
+    assert not has_offloading(run) and pick_offload_round(run) is None
+    ax = plot_device_timeline(run, round=2).axes[0]
+    assert not any(t.get_text().startswith("edge") for t in ax.get_yticklabels())
+    assert edge_utilisation(run).empty
+    ax = plot_edge_utilisation(run).axes[0]
+    assert not ax.get_lines() and "no offloading columns" in ax.texts[0].get_text()
+
+
+def test_offload_figures_save_png_and_svg(offload_run, tmp_path):
+    run = load_run(offload_run)
+    for name, fig in {
+        "timeline": plot_device_timeline(run, round=2),
+        "utilisation": plot_edge_utilisation(run),
+    }.items():
+        png, svg = save_figure(fig, tmp_path / name)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        ET.parse(svg)
