@@ -160,7 +160,8 @@ class SharedResource:
             return
         self._advance(now)
         self._enter(flow, now, flow.work)
-        self.max_flows = max(self.max_flows, self.active)
+        if self._n_level + self._n_capped > self.max_flows:
+            self.max_flows = self._n_level + self._n_capped
         self._settle(now)
 
     def _start_alone(
@@ -280,7 +281,8 @@ class SharedResource:
         self._n_level += 1
         entry = (flow.key, flow.owner, flow.seq, flow.version, flow)
         heapq.heappush(self._level_keys, entry)
-        heapq.heappush(self._level_caps, (flow.cap, flow.owner, flow.seq, flow.version, flow))
+        if flow.cap < self.capacity:  # a cap at the capacity never binds: never leaves the level
+            heapq.heappush(self._level_caps, (flow.cap, flow.owner, flow.seq, flow.version, flow))
 
     def _leave(self, flow: Flow, now: float) -> float:
         """Take a running flow out of its set; return its remaining work."""
@@ -332,20 +334,22 @@ class SharedResource:
         """Move flows across the sets until the level is consistent; re-arm the level wake."""
         if math.isinf(self.capacity):
             return
-        for _ in range(4 * (self.active + 1)):
+        peek = self._peek
+        for _ in range(4 * (self._n_level + self._n_capped + 1)):
             level = self._level_rate()
-            top = self._peek(self._capped_caps, _CAPPED)
+            top = peek(self._capped_caps, _CAPPED) if self._n_capped else None
             if top is not None and top.cap > level:
                 remaining = self._leave(top, now)
                 self._enter_level(top, now, remaining)
                 continue
-            low = self._peek(self._level_caps, _LEVEL)
+            low = peek(self._level_caps, _LEVEL) if self._level_caps else None
             if low is not None and low.cap < level:
                 remaining = self._leave(low, now)
                 self._enter_capped(low, now, remaining)
                 continue
             break
-        self._arm_level(now)
+        if self._n_level:
+            self._arm_level(now)
 
     def _arm_level(self, now: float) -> None:
         first = self._peek(self._level_keys, _LEVEL)
