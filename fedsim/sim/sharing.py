@@ -107,6 +107,8 @@ class SharedResource:
         self._capped_caps: list[tuple[float, int, int, int, Flow]] = []
         self._seq = 0
         self._wake_at = math.inf
+        self._settle_due = False  # starts of this instant wait for one settle
+        self._last_begin_s = -math.inf
         self.max_flows = 0  # most flows at once (for reports)
 
     # -- public ---------------------------------------------------------------------------
@@ -162,7 +164,16 @@ class SharedResource:
         self._enter(flow, now, flow.work)
         if self._n_level + self._n_capped > self.max_flows:
             self.max_flows = self._n_level + self._n_capped
-        self._settle(now)
+        if now != self._last_begin_s:  # the first start of this instant settles at once
+            self._last_begin_s = now
+            self._settle(now)
+        elif not self._settle_due:  # more starts at this instant: one settle after them all
+            self._settle_due = True
+            self.env.timeout(0).callbacks.append(self._settle_now)
+
+    def _settle_now(self, _: simpy.Event) -> None:
+        self._settle_due = False
+        self._settle(self.env.now)
 
     def _start_alone(
         self, work: float, cap: float, owner: int, begin: float, then: Callable[[Flow], None] | None
