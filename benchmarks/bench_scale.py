@@ -199,6 +199,67 @@ def one_contended(
     }
 
 
+def one_offloaded(devices: int, edges: int, plan: str, rounds: int, per_round: int,
+                  out: Path) -> dict[str, Any]:  # fmt: skip
+    """Run one configuration of the offloading section (``plan``: local or split)."""
+    from fedsim.api import run
+    from fedsim.config import scenario_from_dict
+
+    collection_s, _ = _time_collection()
+    raw = contended_scenario(devices, edges, True, rounds, per_round)
+    raw["data"] = {"dataset": "digits", "samples_per_device": 150}  # 15 batches of 10
+    raw["algorithm"]["params"] = {"lr": 0.1, "local_epochs": 1, "batch_size": 10}
+    raw["offload"] = {"use": "split", "params": {"k": 1}} if plan == "split" else {"use": "local"}
+    res = run(scenario_from_dict(raw, raw["name"]), out)
+    per_round_s = json.loads((res.path / "timings.json").read_text())["wall_s_per_round"]
+    dr = res.device_rounds
+    return {
+        "ms_per_round": statistics.median(per_round_s[1:] or per_round_s) * 1e3,
+        "simpy_ms": statistics.median(collection_s[1:] or collection_s) * 1e3,
+        "round_virtual_s": float(
+            (res.rounds["virtual_time_s"] - res.rounds["round_start_s"]).mean()
+        ),
+        "plans": sorted(set(dr["plan"])),
+        "edge_queue_s": float(dr["edge_queue_s"].mean()),
+    }
+
+
+def offload_section(args: argparse.Namespace, tmp: Path) -> int:
+    """Run the offloading section: local vs split(1), 15 batches a device, 1 and 10 edges."""
+    print(
+        f"\noffloading: phone_mid on 4g, contention on, {args.per_round} devices per round x 15 "
+        f"batches, {args.rounds} rounds; split(1) = per batch activations up, edge compute, "
+        "gradients down; edge queue s = mean seconds a device's edge work lost to sharing"
+    )
+    print(
+        f"{'devices':>9} {'edges':>5} {'plan':>8} {'ms/round':>8} {'SimPy ms':>8} "
+        f"{'round s':>8} {'edge queue s':>12} {'split/local':>11}  target split <= 3 x local"
+    )
+    for edges in (1, 10):
+        figures: dict[str, dict[str, Any]] = {}
+        for plan in ("local", "split"):
+            cmd = [
+                sys.executable, __file__, "--one-offloaded", str(args.contended_devices[0]),
+                str(edges), plan, "--rounds", str(args.rounds), "--per-round",
+                str(args.per_round), "--out", str(tmp / f"offload-{edges}-{plan}"),
+            ]  # fmt: skip
+            f = _child(cmd)
+            if f is None:
+                return 1
+            figures[plan] = f
+            ratio, verdict = "", ""
+            if plan == "split":
+                r = f["ms_per_round"] / figures["local"]["ms_per_round"]
+                ratio, verdict = f"{r:.2f}", "MET" if r <= 3.0 else "MISSED"
+            print(
+                f"{args.contended_devices[0]:>9,} {edges:>5} {'/'.join(f['plans']):>8} "
+                f"{f['ms_per_round']:>8.1f} {f['simpy_ms']:>8.1f} {f['round_virtual_s']:>8.2f} "
+                f"{f['edge_queue_s']:>12.3f} {ratio:>11}  {verdict}",
+                flush=True,
+            )
+    return 0
+
+
 def _fedsim_root() -> str:
     """Return the folder the fedsim package is imported from (a checkout's root)."""
     spec = importlib.util.find_spec("fedsim")
@@ -283,6 +344,8 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--one", nargs=2, metavar=("DEVICES", "KIND"), help=argparse.SUPPRESS)
     ap.add_argument("--one-contended", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--one-offloaded", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--offload-only", action="store_true", help="run only the offloading section")
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -294,6 +357,11 @@ def main() -> int:
         out = Path(args.out)
         print(json.dumps(one_contended(int(n), int(edges), mode, args.rounds, args.per_round, out)))
         return 0
+    if args.one_offloaded:
+        n, edges, plan = args.one_offloaded
+        out = Path(args.out)
+        print(json.dumps(one_offloaded(int(n), int(edges), plan, args.rounds, args.per_round, out)))
+        return 0
 
     populations = [n for n in (10**3, 10**4, 10**5, 10**6) if n <= args.max_devices]
     print(
@@ -304,7 +372,8 @@ def main() -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="fedsim-bench-scale-"))
     try:
-        for kind in () if args.contended_only else ("always_on", "on_off"):
+        only = args.contended_only or args.offload_only
+        for kind in () if only else ("always_on", "on_off"):
             print(f"\navailability: {kind}")
             print(
                 f"{'devices':>9} {'setup s':>8} {'first ms':>9} {'ms/round':>9} {'SimPy ms':>8} "
@@ -332,7 +401,9 @@ def main() -> int:
                     f"{base['devices_per_s'] / f['devices_per_s']:>11.2f}",
                     flush=True,
                 )
-        return contended_section(args, tmp)
+        if not args.offload_only and contended_section(args, tmp):
+            return 1
+        return 0 if args.contended_only else offload_section(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
