@@ -35,17 +35,11 @@ from analysis import (  # noqa: E402
     to_markdown,
     write_report,
 )
+from analysis.docgen import rel_path  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402
 
 KEY = "rounds.participants"
 KS = ["3", "5", "10", "30"]
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     per_k = dict(zip(tb[KEY], tb["round_time_s"], strict=True))
     ratio = per_k["30"] / per_k["3"]
     lines = [
-        f"Sweep: {_rel(args.out)} ({len(rs)} runs, {args.seeds} seeds per K)\n",
+        f"Sweep: {rel_path(args.out, ROOT)} ({len(rs)} runs, {args.seeds} seeds per K)\n",
         "Mean virtual time per round:\n",
         to_markdown(tb[[KEY, "n_runs", "n_rounds", "round_time_s"]]),
         f"Ratio of mean round time K = 30 / K = 3: **{ratio:.2f}**\n",

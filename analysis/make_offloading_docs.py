@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import math
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +56,7 @@ from analysis import (  # noqa: E402
     time_to_target,
     to_markdown,
 )
+from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
 from fedsim.api import check  # noqa: E402
 from fedsim.config import load_scenario, scenario_to_dict  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402
@@ -90,32 +90,6 @@ class Setting:
 QUICK = Setting(seeds=1, max_rounds=3, target=0.5, ns=QUICK_NS, sweep_rounds=2, variant=False)
 
 
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _git_commit() -> str:
-    """Return the checked-out commit (``+ local changes`` if the tree is dirty), if any."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown commit"
-    if head.returncode != 0:
-        return "unknown commit"
-    return "commit " + head.stdout.strip() + (" + local changes" if dirty else "")
-
-
 def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], folder: Path) -> None:
     """Refuse resumed runs made from another version of the scenario file.
 
@@ -128,7 +102,7 @@ def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], fo
         want = scenario_to_dict(load_scenario(scenario, extra))
         if run.meta.get("scenario") != want:
             raise SystemExit(
-                f"{run.run_dir}: made from another version of {_rel(scenario)}; "
+                f"{run.run_dir}: made from another version of {rel_path(scenario, ROOT)}; "
                 f"delete {folder} and run again"
             )
 
@@ -640,11 +614,11 @@ def numbers(res: Results, setting: Setting, command: str, out: Path) -> str:
         command,
         "```",
         "",
-        f"fedsim {run0.meta.get('fedsim_version', '?')}, {_git_commit()}; scenario "
-        f"`{_rel(DESIGNER)}`, {len(rs)} runs ({len(rs) // max(len(seeds), 1)} policies × "
+        f"fedsim {run0.meta.get('fedsim_version', '?')}, {git_commit(ROOT)}; scenario "
+        f"`{rel_path(DESIGNER, ROOT)}`, {len(rs)} runs ({len(rs) // max(len(seeds), 1)} policies × "
         f"seeds {', '.join(map(str, seeds))}), {int(sc['stop']['max_rounds'])} rounds each; "
         f"model `{model.get('name', '?')}` ({model.get('param_bytes', 0):,} B), deadline "
-        f"{sc['rounds'].get('deadline_s')} s; runs in `{_rel(out)}`.",
+        f"{sc['rounds'].get('deadline_s')} s; runs in `{rel_path(out, ROOT)}`.",
         "",
         f"**Table 1a.** Time, learning and edge use per policy (means over seeds; time and "
         f"rounds to test accuracy ≥ {setting.target:g} with a 95 % interval over seeds; "
@@ -671,7 +645,7 @@ def numbers(res: Results, setting: Setting, command: str, out: Path) -> str:
         *[f"* {line}" for line in claim],
         "",
         *_variant_lines(res, setting),
-        f"**Table 2.** Devices per home gateway (`{_rel(SATURATION)}`, systems only, one "
+        f"**Table 2.** Devices per home gateway (`{rel_path(SATURATION, ROOT)}`, systems only, one "
         "seed): mean round time after the first round, and the gateway's utilisation.",
         "",
         to_markdown(saturation_table(sat)),
@@ -700,19 +674,6 @@ def _variant_lines(res: Results, setting: Setting) -> list[str]:
         "",
         to_markdown(tt),
     ]
-
-
-def write_doc(doc: Path, block: str) -> None:
-    """Replace the doc's generated block (create a bare doc if it does not exist)."""
-    if not doc.is_file():
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        doc.write_text(f"# Offloading experiment\n\n{BEGIN}\n{END}\n")
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc}: no generated block (lines {BEGIN!r} ... {END!r})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n\n{block}\n{END}{tail}")
 
 
 @dataclass
@@ -756,6 +717,11 @@ def make(
     return Results(rs, variant, vsets or [], sat)
 
 
+def write_doc(doc: Path, block: str) -> None:
+    """Replace the text between the doc's BEGIN and END marker lines with ``block``."""
+    replace_block(doc, BEGIN, END, block, title="Offloading experiment")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment, write the figures and the doc's block; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -797,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     if not args.no_doc:
         write_doc(doc, block)
-        print(f"updated {_rel(doc)}; figures in {_rel(img)}", file=sys.stderr)
+        print(f"updated {rel_path(doc, ROOT)}; figures in {rel_path(img, ROOT)}", file=sys.stderr)
     return 0
 
 
