@@ -16,20 +16,19 @@ import numpy as np
 import pandas as pd
 
 from fedsim.algorithms.base import Algorithm, algorithm_summary, build_algorithm
+from fedsim.checks import check_offload, check_references, load_traces, memory_warnings
 from fedsim.config import Scenario, load_scenario, scenario_to_dict
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError
-from fedsim.models import MODEL_NAMES, ModelInfo, build_model, describe, training_footprint_bytes
+from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.offload import OffloadPolicy
-from fedsim.offload.full import Full
-from fedsim.offload.split import Split
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.offloading import build_policies
-from fedsim.sim.population import Population, sample_counts
+from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import (
     DEVICE_COLUMNS,
     ROUND_COLUMNS,
@@ -41,8 +40,6 @@ from fedsim.sim.simulation import (
 from fedsim.sim.traces import (
     AvailabilityTrace,
     BandwidthTrace,
-    load_availability_trace,
-    load_bandwidth_trace,
 )
 
 __all__ = ["RunResult", "check", "load_scenario", "run"]
@@ -84,29 +81,11 @@ class Prepared:
         Such devices are offloaded by the memory rule when a plan fits (a split's device
         part, or ``full`` under a trusted edge); otherwise they are ``oom`` and never train.
         """
-        out = []
         batch = max(self.algorithm.steps(len(self.dataset.y_train)), default=1)
-        opt = self.algorithm.optimizer_values_per_param
-        for i, edge in enumerate(self.scenario.topology.edges):
-            for j, group in enumerate(edge.devices):
-                memory = self.profiles.device(group.hardware).memory_bytes
-                if memory >= self.footprint_bytes:
-                    continue
-                where = f"{self.source}: topology.edges[{i}].devices[{j}]: {group.hardware}"
-                needs = (
-                    f"has {memory:,} bytes of memory, training {self.model.name} needs "
-                    f"{self.footprint_bytes:,}"
-                )
-                splits = [
-                    k for k in range(1, len(self.model.layers))
-                    if training_footprint_bytes(self.model, batch, opt, k) <= memory
-                ]  # fmt: skip
-                if edge.trusted or splits:
-                    plan = "full" if edge.trusted else f"split(k <= {max(splits)})"
-                    out.append(f"{where} {needs}: the memory rule offloads it ({plan})")
-                else:
-                    out.append(f"{where} {needs}: these devices will be 'oom' and never train")
-        return out
+        return memory_warnings(
+            self.scenario, self.profiles, self.model, batch,
+            self.algorithm.optimizer_values_per_param, self.footprint_bytes, self.source,
+        )  # fmt: skip
 
 
 def _package_versions() -> dict[str, str]:
@@ -117,37 +96,6 @@ def _package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def _check_references(scenario: Scenario, profiles: ProfileLibrary, source: str) -> list[str]:
-    """Return one problem line per profile or model name that does not exist."""
-    problems = []
-    topo = scenario.topology
-
-    def need(kind: str, name: str, field: str, tiers: tuple[str, ...] = ()) -> None:
-        table = profiles.devices if kind == "device" else profiles.links
-        if name not in table:
-            known = ", ".join(sorted(table))
-            problems.append(f"{source}: {field}: unknown {kind} profile {name!r}; known: {known}")
-        elif tiers and profiles.devices[name].tier not in tiers:
-            tier = profiles.devices[name].tier
-            problems.append(
-                f"{source}: {field}: {name!r} is a {tier} profile, not {'/'.join(tiers)}"
-            )
-
-    need("device", topo.cloud.hardware, "topology.cloud.hardware", ("cloud", "edge"))
-    need("link", topo.cloud.backhaul, "topology.cloud.backhaul")
-    for i, edge in enumerate(topo.edges):
-        need("device", edge.hardware, f"topology.edges[{i}].hardware", ("edge", "cloud"))
-        need("link", edge.backhaul, f"topology.edges[{i}].backhaul")
-        for j, group in enumerate(edge.devices):
-            need("device", group.hardware, f"topology.edges[{i}].devices[{j}].hardware")
-            need("link", group.link, f"topology.edges[{i}].devices[{j}].link")
-    if scenario.model not in MODEL_NAMES:
-        problems.append(
-            f"{source}: model: unknown model {scenario.model!r}; known: {', '.join(MODEL_NAMES)}"
-        )
-    return problems
 
 
 def check(
@@ -161,7 +109,7 @@ def check(
         One line per problem: unknown profiles, models, algorithm params, data files.
     """
     profiles = load_profiles(profiles_dir)
-    problems = _check_references(scenario, profiles, source)
+    problems = check_references(scenario, profiles, source)
     try:
         algorithm = build_algorithm(scenario.algorithm, source)
     except InputError as exc:
@@ -180,8 +128,8 @@ def check(
     batch = max(algorithm.steps(len(dataset.y_train)), default=1)
     footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
     policies = build_policies(scenario, source)
-    _check_offload(scenario, policies, info, source)
-    bandwidth, availability = _load_traces(scenario, source)
+    check_offload(scenario, policies, info, source)
+    bandwidth, availability = load_traces(scenario, source)
     sample_bytes = int(
         dataset.x_train.dtype.itemsize * int(np.prod(dataset.input_shape))
         + dataset.y_train.dtype.itemsize
@@ -190,58 +138,6 @@ def check(
         scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
         footprint, bandwidth, availability, policies, sample_bytes,
     )  # fmt: skip
-
-
-def _check_offload(
-    scenario: Scenario, policies: list[tuple[OffloadPolicy, bool]], info: ModelInfo, source: str
-) -> None:
-    """Reject what a fixed policy could never do.
-
-    ``full`` under an untrusted edge; a split point outside the model.
-    """
-    problems = []
-    groups = [(i, j, e, g) for i, e in enumerate(scenario.topology.edges) for j, g in
-              enumerate(e.devices)]  # fmt: skip
-    for (i, j, edge, group), (policy, _) in zip(groups, policies, strict=True):
-        field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"
-        if isinstance(policy, Full) and not edge.trusted:
-            problems.append(
-                f"{source}: {field}.use: 'full' sends raw training data to the edge, and edge "
-                f"{edge.name!r} is not trusted (set topology.edges[{i}].trusted: true)"
-            )
-        if isinstance(policy, Split) and not policy.params.k < len(info.layers):
-            problems.append(
-                f"{source}: {field}.params.k: expected 1..{len(info.layers) - 1} (the model "
-                f"{info.name} has {len(info.layers)} layers), got {policy.params.k}"
-            )
-    if problems:
-        raise InputError(sorted(set(problems), key=problems.index))
-
-
-def _load_traces(
-    scenario: Scenario, source: str
-) -> tuple[BandwidthTrace | None, AvailabilityTrace | None]:
-    """Load the scenario's traces (paths relative to the scenario file's folder)."""
-    traces = scenario.traces
-    if traces.bandwidth is None and traces.availability is None:
-        return None, None
-    folder = Path(source).parent if Path(source).is_file() else Path.cwd()
-    population = Population.from_topology(scenario.topology)
-    problems: list[str] = []
-    bandwidth = availability = None
-    try:
-        if traces.bandwidth is not None:
-            bandwidth = load_bandwidth_trace(folder / traces.bandwidth, population)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    try:
-        if traces.availability is not None:
-            availability = load_availability_trace(folder / traces.availability, population)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    if problems:
-        raise InputError(problems)
-    return bandwidth, availability
 
 
 def _partitions(prep: Prepared) -> list[DevicePartition]:

@@ -21,6 +21,7 @@ from fedsim.offload.work import OffloadWork
 from fedsim.sim.costs import BITS_PER_BYTE, Transfer
 from fedsim.sim.records import DeviceOutcome, DevicePlan, Status
 from fedsim.sim.sharing import Flow, SharedResource
+from fedsim.sim.split_run import SplitRun, flow_s
 
 FETCH, DOWN, COMPUTE, UP = 0, 1, 2, 3
 
@@ -93,7 +94,7 @@ class _Track:
     since: float = 0.0
     switch_at: float = math.inf  # a phase change inside one wait (compute, then upload)
     running: tuple[SharedResource, Flow] | None = None
-    split: _SplitRun | None = None
+    split: SplitRun | None = None
     bytes_down: int = 0
     bytes_up: int = 0
     data_bytes_up: int = 0
@@ -123,126 +124,6 @@ def _bytes(t_bits: float, t_bytes: int, done_bits: float) -> int:
     if done_bits >= t_bits * (1 - 1e-12):
         return t_bytes
     return min(t_bytes, int(done_bits / BITS_PER_BYTE))
-
-
-def _flow_s(flow: Flow | None, now: float) -> float:
-    if flow is None:
-        return 0.0
-    ended = flow.end_s if flow.end_s == flow.end_s else now
-    return max(0.0, ended - flow.start_s)
-
-
-class _SplitRun:
-    """A split plan's batches, chained by callbacks (no process resume per batch).
-
-    Per batch: the device computes (its forward, and the previous batch's backward), the
-    activations go up, the edge computes on its shared compute, the gradients come down.
-    """
-
-    def __init__(self, env: simpy.Environment, links: Links, plan: DevicePlan) -> None:
-        assert plan.work is not None
-        self.env, self.links, self.plan = env, links, plan
-        self.batches = plan.work.batches
-        self.tail_s = plan.work.device_tail_s
-        self.up = links.access(plan.group, True)
-        self.down = links.access(plan.group, False)
-        self.edge = links.edge_compute[plan.edge_id]
-        self.edge_fps = links.edge_flops_per_s[plan.edge_id]
-        self.done = env.event()
-        self.i = 0
-        self.flow: Flow | None = None
-        self.resource: SharedResource | None = None
-        self.device_from = 0.0  # the device computes from here ...
-        self.device_s = 0.0  # ... for this long (its part of the current step)
-        self.device_done_s = 0.0
-        self.act_up = self.act_down = 0
-        self.act_up_s = self.act_down_s = 0.0
-        self.edge_s = self.edge_queue_s = 0.0
-        self.stopped = False
-
-    def start(self) -> None:
-        self._batch()
-
-    def _run(self, resource: SharedResource, flow: Flow) -> None:
-        self.resource, self.flow = resource, flow
-
-    def _batch(self) -> None:
-        now = self.env.now
-        if self.i == len(self.batches):
-            self.device_from, self.device_s = now, self.tail_s
-            self.resource = self.flow = None
-            self.env.timeout(self.tail_s).callbacks.append(self._finish)
-            return
-        b = self.batches[self.i]
-        self.device_from, self.device_s = now, b.device_before_s
-        delay = b.device_before_s + self.plan.up.rtt_s
-        d = self.plan.device_id
-        flow = self.links.start_bits(
-            self.up, b.act_bits, self.plan.up.cap_bps, d, True, delay, then=self._to_edge
-        )
-        self._run(self.up, flow)
-
-    def _to_edge(self, _: Flow) -> None:
-        if self.stopped:
-            return
-        b, flow = self.batches[self.i], self.flow
-        assert flow is not None
-        self.device_done_s += self.device_s
-        self.device_s = 0.0
-        self.act_up += int(b.act_bits) // BITS_PER_BYTE
-        self.act_up_s += _flow_s(flow, self.env.now)
-        d = self.plan.device_id
-        flow = self.edge.start(b.edge_flops, self.edge_fps, d, then=self._to_device)
-        self._run(self.edge, flow)
-
-    def _to_device(self, _: Flow) -> None:
-        if self.stopped:
-            return
-        b, flow = self.batches[self.i], self.flow
-        assert flow is not None
-        self.edge_s += _flow_s(flow, self.env.now)
-        self.edge_queue_s += flow.shared_s
-        d = self.plan.device_id
-        cap = self.plan.down.cap_bps
-        down = self.links.start_bits(self.down, b.act_bits, cap, d, False, then=self._next)
-        self._run(self.down, down)
-
-    def _next(self, _: Flow) -> None:
-        if self.stopped:
-            return
-        b, flow = self.batches[self.i], self.flow
-        self.act_down += int(b.act_bits) // BITS_PER_BYTE
-        self.act_down_s += _flow_s(flow, self.env.now)
-        self.i += 1
-        self._batch()
-
-    def _finish(self, _: simpy.Event) -> None:
-        if self.stopped:
-            return
-        self.device_done_s += self.device_s
-        self.device_s = 0.0
-        self.done.succeed()
-
-    def stop(self) -> None:
-        """Stop where it is: the running flow's work so far counts, the device's compute too."""
-        if self.done.triggered or self.stopped:
-            return
-        self.stopped = True
-        now = self.env.now
-        self.device_done_s += min(max(0.0, now - self.device_from), self.device_s)
-        flow, resource = self.flow, self.resource
-        if flow is None or resource is None or not flow.running:
-            return
-        done = resource.stop(flow)
-        if resource is self.edge:
-            self.edge_s += _flow_s(flow, now)
-            self.edge_queue_s += flow.shared_s
-        elif resource is self.up:
-            self.act_up += int(done // BITS_PER_BYTE)
-            self.act_up_s += _flow_s(flow, now)
-        else:
-            self.act_down += int(done // BITS_PER_BYTE)
-            self.act_down_s += _flow_s(flow, now)
 
 
 def _transfer(
@@ -279,7 +160,7 @@ def _local_or_split(
         yield from _transfer(env, links, plan, tr, plan.up, True, plan.compute_s)
     else:
         tr.begin(COMPUTE, env.now)
-        tr.split = _SplitRun(env, links, plan)
+        tr.split = SplitRun(env, links, plan)
         tr.split.start()
         yield tr.split.done
         tr.begin(UP, env.now)
@@ -383,8 +264,8 @@ def _outcome(plan: DevicePlan, tr: _Track, status: Status, end_s: float) -> Devi
     work: OffloadWork | None = plan.work
     kind = "local" if work is None else work.plan.kind
     split = tr.split
-    down_s = _flow_s(tr.down_flow, end_s)
-    up_s = _flow_s(tr.up_flow, end_s)
+    down_s = flow_s(tr.down_flow, end_s)
+    up_s = flow_s(tr.up_flow, end_s)
     rx = s[DOWN] + (split.act_down_s if split is not None else 0.0)
     tx = s[UP] + (split.act_up_s if split is not None else 0.0)
     compute = tr.device_compute_s if kind == "local" else 0.0
@@ -398,7 +279,7 @@ def _outcome(plan: DevicePlan, tr: _Track, status: Status, end_s: float) -> Devi
     if split is not None:
         edge_s, edge_queue_s = split.edge_s, split.edge_queue_s
     elif tr.edge_flow is not None:
-        edge_s, edge_queue_s = _flow_s(tr.edge_flow, end_s), tr.edge_flow.shared_s
+        edge_s, edge_queue_s = flow_s(tr.edge_flow, end_s), tr.edge_flow.shared_s
     return DeviceOutcome(
         plan, status, tr.start_s, end_s, s[FETCH] + s[DOWN], s[DOWN], s[COMPUTE], s[UP], 0.0,
         tr.bytes_down, tr.bytes_up, s[FETCH],
