@@ -2,6 +2,7 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import OFFLOAD_DEVICE_COLUMNS, OFFLOAD_ROUND_COLUMNS  # tests/analysis/conftest.py
 
 from analysis import load, write_report
 from analysis.demo import make_demo_run
@@ -58,8 +59,6 @@ def _images(text):
 
 
 def test_offload_fixture_has_fedsim_columns():
-    from conftest import OFFLOAD_DEVICE_COLUMNS, OFFLOAD_ROUND_COLUMNS
-
     from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS
 
     assert list(ROUND_COLUMNS) == OFFLOAD_ROUND_COLUMNS
