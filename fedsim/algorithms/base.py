@@ -94,7 +94,7 @@ class Algorithm(ABC):
         """Return the weighted mean of the payloads; keys not uploaded keep ``base``.
 
         ``payloads`` is read once, in order, one payload at a time (a runtime may produce
-        them as it trains; the caller orders them by virtual arrival time, then device id);
+        them as it trains; the caller orders them, by device id in a synchronous round);
         their ``weights`` are known up front. Each payload is added into float64
         accumulators before the next is read, so the result is bit-reproducible.
         """

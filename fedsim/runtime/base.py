@@ -70,7 +70,7 @@ class Runtime(ABC):
 
     The driver holds opaque handles to device updates; values move between hosts,
     edges and the cloud without the driver reading them. Handles are aggregated in
-    the order the driver gives: (virtual arrival time, device id).
+    the order the driver gives (device id in a synchronous round).
     """
 
     @abstractmethod

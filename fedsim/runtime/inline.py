@@ -51,8 +51,8 @@ class InlineHandle:
 class InlineRuntime(Runtime):
     """Runs the cloud, the edges and one device host in the driver process.
 
-    Training is lazy: an edge reads its updates in aggregation order (virtual arrival time,
-    device id), and the host trains them in blocks of ``block_size`` in that order, each
+    Training is lazy: an edge reads its updates in aggregation order (device id in a
+    synchronous round), and the host trains them in blocks of ``block_size`` in that order, each
     block added to the edge's model as soon as it is trained and then freed. Devices that
     virtual time discarded are never trained, at most one block of models is alive at a
     time, and the aggregation reads models while they are still in cache. Blocking changes

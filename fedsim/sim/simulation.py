@@ -191,13 +191,20 @@ class Simulation:
     def _aggregate(
         self, used: list[DeviceOutcome], handles: dict[int, object], synced: bool
     ) -> None:
-        """Aggregate used updates per edge in (arrival, device id) order; then the cloud."""
+        """Aggregate the used updates per edge in device-id order; then the cloud.
+
+        A synchronous round's aggregate is a weighted mean of the updates it kept; summing
+        them in device-id order (DESIGN.md §2 says arrival order, which asynchronous rounds
+        need) makes the new model a function of *which* updates were kept, not of when they
+        arrived: offloading plans, contention and traces, which move arrival times, then
+        leave learning bit-identical (floating-point sums depend on their order).
+        """
         if self.runtime is None:
             return
         kept_ids = {o.plan.device_id for o in used}
         self.runtime.discard([h for d, h in sorted(handles.items()) if d not in kept_ids])
         per_edge: dict[int, list[object]] = {}
-        for o in used:  # already in (arrival time, device id) order
+        for o in sorted(used, key=lambda o: o.plan.device_id):
             per_edge.setdefault(o.plan.edge_id, []).append(handles[o.plan.device_id])
         for edge_id, edge_handles in sorted(per_edge.items()):
             self.runtime.aggregate_edge(edge_id, edge_handles)

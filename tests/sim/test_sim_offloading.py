@@ -224,3 +224,26 @@ def test_full_offload_and_staying_on_line(stay_online):
         assert o.end_s == pytest.approx(5.1, abs=1e-9)
         assert o.edge_compute_s == pytest.approx(4.0, abs=1e-9)
         assert o.idle_s == 0.0  # it spends nothing once released
+
+
+def test_mnist_scenario_same_accuracy_local_and_offloaded(tmp_path):
+    # the shipped MNIST scenario's settings (mtfl_2nn with BatchNorm, lr 0.3, B 20, C 0.5),
+    # every selected device kept: local and split/full plans learn the same model per round
+    from helpers import shared_data_dir
+
+    data = shared_data_dir()
+    if not (data / "mnist").is_dir():
+        pytest.skip(f"MNIST not found in {data}")
+    base = [f"data.dir={data}", "stop.max_rounds=2", "stop.target_accuracy=null",
+            "evaluation.ua=false"]  # fmt: skip
+    scenario = REPO / "scenarios" / "mnist_2nn.yaml"
+    ref = run(load_scenario(scenario, base), tmp_path / "local")
+    off = run(
+        load_scenario(scenario, [*base, "topology.edges.0.devices.0.offload.use=full",
+                                 "topology.edges.0.devices.1.offload.use=split",
+                                 "topology.edges.0.devices.1.offload.params.k=2"]),
+        tmp_path / "offloaded",
+    )  # fmt: skip
+    assert set(off.device_rounds["plan"]) == {"full", "split(2)"}
+    assert off.rounds["accuracy"].tolist() == ref.rounds["accuracy"].tolist()
+    assert off.rounds["virtual_time_s"].iloc[-1] != ref.rounds["virtual_time_s"].iloc[-1]
