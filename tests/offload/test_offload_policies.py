@@ -77,11 +77,11 @@ def test_energy_least_joules_within_the_deadline():
 def test_planner_estimates_add_up(tmp_path):
     # local: two model transfers and the local steps; split: its part of the model, the
     # per-batch activations and edge work; full: the data upload and the edge's training
+    from helpers import REPO
+
     from fedsim.config import load_scenario
     from fedsim.sim.offloading import DeviceTask, OffloadPlanner
     from fedsim.sim.population import Population
-
-    from helpers import REPO
 
     sc = load_scenario(REPO / "scenarios" / "quickstart.yaml")
     pop = Population.from_topology(sc.topology)
