@@ -312,3 +312,27 @@ def test_quickstart_with_the_example_traces(tmp_path):
     starts = d[d["device_id"] == 16]["start_s"]
     assert len(starts) > 3
     assert not (((starts >= 6) & (starts < 9)) | ((starts >= 30) & (starts < 40))).any()
+
+
+def test_contention_moves_time_not_learning(tmp_path):
+    # every selected device kept: the aggregate is summed in device-id order, so the same
+    # updates give the same model however sharing reorders their arrivals
+    from helpers import REPO
+
+    from fedsim.config import load_scenario
+
+    same = [
+        "rounds.deadline_s=null", "rounds.over_selection=1.0", "stop.max_rounds=4",
+        "stop.target_accuracy=null", "availability.kind=always_on",
+        "topology.edges.0.access_mbps.wifi.up=2", "topology.edges.1.access_mbps.4g.up=2",
+    ]  # fmt: skip
+    runs = {
+        on: run(load_scenario(REPO / "scenarios" / "quickstart.yaml",
+                              [*same, f"network.contention={str(on).lower()}"]), tmp_path / str(on))
+        for on in (True, False)
+    }  # fmt: skip
+    assert (runs[True].device_rounds["up_shared_s"] > 0).any()
+    assert (
+        runs[True].rounds["virtual_time_s"].iloc[-1] > runs[False].rounds["virtual_time_s"].iloc[-1]
+    )
+    assert runs[True].rounds["accuracy"].tolist() == runs[False].rounds["accuracy"].tolist()
