@@ -116,11 +116,12 @@ def jittered_s(device: DeviceProfile, seconds: float, rng: np.random.Generator) 
     return seconds
 
 
-def aggregation_s(host: DeviceProfile, num_params: int, num_updates: int) -> float:
-    """Model a weighted average of ``num_updates`` models on a server (2 FLOPs per value)."""
-    if num_updates <= 0:
-        return 0.0
-    return 2.0 * num_params * num_updates / host.flops_per_s
+AGGREGATION_FLOPS_PER_VALUE = 2.0  # a weighted average: one multiply and one add per value
+
+
+def aggregation_flops(num_params: int, num_updates: int) -> float:
+    """Return the work of a weighted average of ``num_updates`` models on a server."""
+    return AGGREGATION_FLOPS_PER_VALUE * num_params * max(num_updates, 0)
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,6 @@ class _Everywhere:
     def __getitem__(self, index: int) -> Any:
         return self._value
 
-    def __len__(self) -> int:
-        return 0
-
 
 class Alone:
     """Links that share nothing: every transfer at its own rate (tests)."""
@@ -102,8 +99,6 @@ class _Track:
     up_flow: Flow | None = None
     edge_flow: Flow | None = None
     device_compute_s: float = 0.0
-    rx_s: float = 0.0
-    tx_s: float = 0.0
     detached_s: float = math.inf  # when a full offload released the device (no stay_online)
 
     def begin(self, phase: int, now: float, switch_at: float = math.inf) -> None:
@@ -127,9 +122,8 @@ def _bytes(t_bits: float, t_bytes: int, done_bits: float) -> int:
 
 
 def _transfer(
-    env: simpy.Environment, links: Links, plan: DevicePlan, tr: _Track, t: Transfer, up: bool,
-    delay_s: float,
-) -> Generator[simpy.Event, Any, None]:  # fmt: skip
+    links: Links, plan: DevicePlan, tr: _Track, t: Transfer, up: bool, delay_s: float
+) -> Generator[simpy.Event, Any, None]:
     resource = links.access(plan.group, up)
     flow = links.start_bits(resource, t.bits, t.cap_bps, plan.device_id, up, delay_s + t.rtt_s)
     tr.running = (resource, flow)
@@ -152,19 +146,19 @@ def _local_or_split(
     elif plan.fetch_s > 0:
         yield env.timeout(plan.fetch_s)
     tr.begin(DOWN, env.now)
-    yield from _transfer(env, links, plan, tr, plan.down, False, 0.0)
+    yield from _transfer(links, plan, tr, plan.down, False, 0.0)
     tr.bytes_down = plan.down.num_bytes
     if plan.work is None:  # train, then the upload's round trip and data: one wait
         tr.begin(COMPUTE, env.now, switch_at=env.now + plan.compute_s)
         tr.device_compute_s = plan.compute_s
-        yield from _transfer(env, links, plan, tr, plan.up, True, plan.compute_s)
+        yield from _transfer(links, plan, tr, plan.up, True, plan.compute_s)
     else:
         tr.begin(COMPUTE, env.now)
         tr.split = SplitRun(env, links, plan)
         tr.split.start()
         yield tr.split.done
         tr.begin(UP, env.now)
-        yield from _transfer(env, links, plan, tr, plan.up, True, 0.0)
+        yield from _transfer(links, plan, tr, plan.up, True, 0.0)
     tr.bytes_up = plan.up.num_bytes
     tr.end(env.now)
 

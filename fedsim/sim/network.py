@@ -10,7 +10,6 @@ import simpy
 
 from fedsim.config import Scenario
 from fedsim.profiles import ProfileLibrary
-from fedsim.sim.costs import Transfer
 from fedsim.sim.population import Population
 from fedsim.sim.sharing import Flow, SharedResource
 
@@ -138,12 +137,6 @@ class Network:
 
         follow(begin)
         return flow
-
-    def start(
-        self, resource: SharedResource, t: Transfer, owner: int, up: bool, delay_s: float = 0.0
-    ) -> Flow:
-        """Start a transfer's data on ``resource`` ``delay_s`` from now (see :meth:`start_bits`)."""
-        return self.start_bits(resource, t.bits, t.cap_bps, owner, up, delay_s)
 
     def busiest(self) -> int:
         """Return the most flows any resource has held at once so far."""

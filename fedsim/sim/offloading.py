@@ -158,9 +158,16 @@ class OffloadPlanner:
         """Return whether the device's memory holds its part of ``plan``."""
         if plan.kind == "full":
             return True
-        batch = max(task.batch_sizes, default=1)
         layers = plan.k if plan.kind == "split" else None
-        return self.devices[task.group].memory_bytes >= self.footprint(batch, layers)
+        return self.fits_group(task.group, task.batch_sizes, layers)
+
+    def fits_group(self, group: int, batch_sizes: tuple[int, ...], layers: int | None) -> bool:
+        """Return whether a group's device holds training at ``batch_sizes``.
+
+        ``layers``: only a split's device part; None: the whole model.
+        """
+        batch = max(batch_sizes, default=1)
+        return self.devices[group].memory_bytes >= self.footprint(batch, layers)
 
     def work(self, task: DeviceTask, plan: Plan, jitter: float) -> OffloadWork | None:
         """Return what ``plan`` puts on the device, its links and the edge (None: local)."""

@@ -29,6 +29,7 @@ from fedsim.sim.network import BandwidthSource
 from fedsim.sim.offloading import DeviceTask, OffloadPlanner, build_policies, jitter_factor
 from fedsim.sim.population import Population
 from fedsim.sim.records import DeviceOutcome, DevicePlan
+from fedsim.sim.traces import AvailabilityTrace
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class SimulationInputs:
         Memory a device needs to train the model (0: not checked).
     bandwidth : BandwidthSource or None
         A bandwidth trace for the devices it covers.
-    availability_trace : object or None
-        An availability trace (:class:`fedsim.sim.traces.AvailabilityTrace`).
+    availability_trace : AvailabilityTrace or None
+        An availability trace for the devices it covers.
     sample_bytes : int
         Bytes of one training sample (a full offload uploads the device's samples).
     policies : list or None
@@ -74,7 +75,7 @@ class SimulationInputs:
     samples: np.ndarray
     footprint_bytes: int = 0
     bandwidth: BandwidthSource | None = None
-    availability_trace: object | None = None
+    availability_trace: AvailabilityTrace | None = None
     sample_bytes: int = 0
     policies: list[tuple[OffloadPolicy, bool]] | None = None
 
@@ -225,9 +226,9 @@ class RoundPlanner:
         key = (group, samples)
         fits = self._local_fits.get(key)
         if fits is None:
-            batch = max(self._batches(samples), default=1)
-            fits = hw.memory_bytes >= self.offload.footprint(batch, None)
-            self._local_fits[key] = fits
+            fits = self._local_fits[key] = self.offload.fits_group(
+                group, self._batches(samples), None
+            )
         if self.offload.local_only and fits:  # the common case: no policy to ask
             return DevicePlan(device_id, edge, fetch_s, down, compute, up, offline, group)
         task = DeviceTask(

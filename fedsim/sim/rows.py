@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from fedsim.sim.costs import BITS_PER_BYTE, Energy
@@ -28,8 +26,6 @@ DEVICE_COLUMNS = (
 UA_COLUMNS = ("version", "device_id", "accuracy")
 ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
 
-EnergyOf = Callable[[DeviceOutcome], Energy]
-
 
 def effective_mbps(num_bytes: int, flow_s: float) -> float:
     """Return a transfer's mean data rate, Mbps (0 when no data moved)."""
@@ -38,7 +34,7 @@ def effective_mbps(num_bytes: int, flow_s: float) -> float:
 
 def round_row(
     round_index: int, version: int, start_s: float, end_s: float, timing: RoundTiming,
-    server_s: tuple[float, float], backhaul_bytes: tuple[int, int], energy_of: EnergyOf,
+    server_s: tuple[float, float], backhaul_bytes: tuple[int, int], energies: list[Energy],
 ) -> dict[str, object]:  # fmt: skip
     """Return a round's row without its accuracy columns.
 
@@ -50,7 +46,6 @@ def round_row(
     """
     outs = timing.outcomes
     kept = timing.kept
-    energies = [energy_of(o) for o in outs]
 
     def mean(attr: str) -> float:
         return float(np.mean([getattr(o, attr) for o in kept])) if kept else 0.0
@@ -90,14 +85,16 @@ def round_row(
 
 
 def device_rows(
-    round_index: int, outcomes: list[DeviceOutcome], population: Population, energy_of: EnergyOf
+    round_index: int, outcomes: list[DeviceOutcome], population: Population, energies: list[Energy]
 ) -> list[tuple[object, ...]]:
-    """Return one row per selected device of a round, in the order of ``outcomes``."""
+    """Return one row per selected device of a round, in the order of ``outcomes``.
+
+    ``energies`` are the devices' energies, in the same order.
+    """
     rows: list[tuple[object, ...]] = []
-    for o in outcomes:
+    for o, e in zip(outcomes, energies, strict=True):
         d = o.plan.device_id
         group = population.groups[int(population.group_of[d])]
-        e = energy_of(o)
         rows.append(
             (
                 round_index, d, o.plan.edge_id, group.hardware, group.link, o.status.value,

@@ -19,23 +19,18 @@ from typing import Any
 
 import simpy
 
-from fedsim.sim.costs import Transfer
+from fedsim.sim.costs import Transfer, aggregation_flops
 from fedsim.sim.network import Network
 
-AGGREGATION_FLOPS_PER_VALUE = 2.0  # a weighted average: one multiply and one add per value
 CLOUD_OWNER = -1
 
 
-def fetch_models(
-    env: simpy.Environment, net: Network, transfers: Mapping[int, Transfer]
-) -> dict[int, simpy.Event]:
+def fetch_models(net: Network, transfers: Mapping[int, Transfer]) -> dict[int, simpy.Event]:
     """Start each listed edge's fetch of the global model; return the events of their ends."""
-
-    def fetch(edge_id: int, t: Transfer) -> Generator[simpy.Event, Any, None]:
-        yield env.timeout(t.rtt_s)
-        yield net.backhaul_down[edge_id].start(t.bits, t.cap_bps, edge_id).done
-
-    return {e: env.process(fetch(e, t)) for e, t in sorted(transfers.items())}
+    return {
+        e: net.backhaul_down[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s).done
+        for e, t in sorted(transfers.items())
+    }
 
 
 def serve(
@@ -65,13 +60,13 @@ def serve(
     def edge(edge_id: int) -> Generator[simpy.Event, Any, None]:
         count = counts.get(edge_id, 0)
         if count:
-            flops = AGGREGATION_FLOPS_PER_VALUE * num_params * count
+            flops = aggregation_flops(num_params, count)
             compute = net.edge_compute[edge_id]
             yield compute.start(flops, net.edge_flops_per_s[edge_id], edge_id).done
         t = uploads.get(edge_id)
         if t is not None:
-            yield env.timeout(t.rtt_s)
-            yield net.backhaul_up[edge_id].start(t.bits, t.cap_bps, edge_id).done
+            backhaul = net.backhaul_up[edge_id]
+            yield backhaul.start(t.bits, t.cap_bps, edge_id, delay_s=t.rtt_s).done
 
     procs = [env.process(edge(e)) for e in sorted(set(counts) | set(uploads))]
     if procs:
@@ -80,6 +75,6 @@ def serve(
     if not uploads:
         return edge_s, 0.0
     cloud_start = env.now
-    flops = AGGREGATION_FLOPS_PER_VALUE * num_params * len(uploads)
+    flops = aggregation_flops(num_params, len(uploads))
     yield net.cloud_compute.start(flops, net.cloud_flops_per_s, CLOUD_OWNER).done
     return edge_s, env.now - cloud_start

@@ -80,9 +80,8 @@ class Simulation:
         self.population = Population.from_topology(scenario.topology)
         trace = inputs.availability_trace
         self.availability = Availability(
-            scenario.availability, scenario.seed, self.population.num_devices,
-            trace=trace,  # type: ignore[arg-type]
-        )  # fmt: skip
+            scenario.availability, scenario.seed, self.population.num_devices, trace=trace
+        )
         self.planner = RoundPlanner(scenario, inputs, self.population, self.availability)
         self.network = Network(
             self.env, scenario, inputs.profiles, self.population, inputs.bandwidth
@@ -134,7 +133,7 @@ class Simulation:
         rounds = self.scenario.rounds
         detection = rounds.failure_detection
         detect_s = detection.timeout_s if detection.kind == "timeout" else 0.0
-        fetched = fetch_models(env, self.network, fetch)
+        fetched = fetch_models(self.network, fetch)
         proc = env.process(
             run_round(env, plans, wanted, rounds.deadline_s, self.network, fetched, detect_s)
         )
@@ -163,12 +162,13 @@ class Simulation:
             sum(t.num_bytes for t in uploads.values()),
             sum(t.num_bytes for t in fetch.values()),
         )
+        energies = [self.planner.energy(o) for o in timing.outcomes]
         row = round_row(
             round_index, version + int(synced), start, env.now, timing, (edge_s, cloud_s),
-            backhaul, self.planner.energy,
+            backhaul, energies,
         )  # fmt: skip
         self.result.device_rounds.extend(
-            device_rows(round_index, timing.outcomes, self.population, self.planner.energy)
+            device_rows(round_index, timing.outcomes, self.population, energies)
         )
         self._remember(round_index, timing.outcomes)
         return row, synced

@@ -277,8 +277,8 @@ def test_traced_device_follows_its_trace_during_a_transfer(tmp_path, fixed_profi
         env, sc, load_profiles(fixed_profiles), population, load_bandwidth_trace(csv, population)
     )
     t = fixed_transfer(0.0, 1_500_000, 100.0)  # the drawn rate is ignored for device 0
-    traced = net.start(net.access(0, True), t, 0, up=True)
-    drawn = net.start(net.access(0, True), t, 1, up=True)
+    traced = net.start_bits(net.access(0, True), t.bits, t.cap_bps, 0, up=True)
+    drawn = net.start_bits(net.access(0, True), t.bits, t.cap_bps, 1, up=True)
     env.run()
     assert traced.end_s == pytest.approx(3.0, abs=1e-9)
     assert drawn.end_s == pytest.approx(0.12, abs=1e-9)
