@@ -21,13 +21,12 @@ from fedsim.config import Scenario, load_scenario, scenario_to_dict
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
-from fedsim.offload import OffloadPolicy
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
-from fedsim.sim.offloading import build_policies
+from fedsim.sim.offloading import GroupOffload, build_policies
 from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import (
     DEVICE_COLUMNS,
@@ -72,7 +71,7 @@ class Prepared:
     footprint_bytes: int
     bandwidth: BandwidthTrace | None = None
     availability_trace: AvailabilityTrace | None = None
-    policies: list[tuple[OffloadPolicy, bool]] | None = None
+    policies: list[GroupOffload] | None = None
     sample_bytes: int = 0
 
     def warnings(self) -> list[str]:

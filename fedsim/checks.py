@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsim.config import Scenario
 from fedsim.errors import InputError
 from fedsim.models import MODEL_NAMES, ModelInfo, training_footprint_bytes
-from fedsim.offload import OffloadPolicy
 from fedsim.offload.full import Full
 from fedsim.offload.split import Split
 from fedsim.profiles import ProfileLibrary
@@ -18,6 +18,9 @@ from fedsim.sim.traces import (
     load_availability_trace,
     load_bandwidth_trace,
 )
+
+if TYPE_CHECKING:
+    from fedsim.sim.offloading import GroupOffload
 
 
 def check_references(scenario: Scenario, profiles: ProfileLibrary, source: str) -> list[str]:
@@ -52,7 +55,7 @@ def check_references(scenario: Scenario, profiles: ProfileLibrary, source: str) 
 
 
 def check_offload(
-    scenario: Scenario, policies: list[tuple[OffloadPolicy, bool]], info: ModelInfo, source: str
+    scenario: Scenario, policies: list[GroupOffload], info: ModelInfo, source: str
 ) -> None:
     """Reject what a fixed policy could never do.
 
@@ -61,7 +64,8 @@ def check_offload(
     problems = []
     groups = [(i, j, e, g) for i, e in enumerate(scenario.topology.edges) for j, g in
               enumerate(e.devices)]  # fmt: skip
-    for (i, j, edge, group), (policy, _) in zip(groups, policies, strict=True):
+    for (i, j, edge, group), rule in zip(groups, policies, strict=True):
+        policy = rule.policy
         field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"
         if isinstance(policy, Full) and not edge.trusted:
             problems.append(

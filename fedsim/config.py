@@ -82,10 +82,16 @@ class OffloadSpec(ComponentSpec):
 
     ``stay_online``: whether a device that handed its whole task to the edge must stay on
     line while the edge trains for it (a drop-out then loses the work).
+    ``batches_per_step``: how many batches one step of a ``split`` plan carries on the
+    clock (``all``: the round's batches in one step). 1, the default, gives every batch
+    its own activation transfers and edge work; more means fewer events, the same times
+    when the links and the edge are not shared, and coarser sharing when they are
+    (docs/offloading.md, "Cost of split plans").
     """
 
     use: str = "local"
     stay_online: bool = True
+    batches_per_step: PositiveInt | Literal["all"] = 1
 
 
 class DeviceGroupSpec(_Strict):

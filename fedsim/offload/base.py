@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -89,7 +90,7 @@ class DeviceView:
     history : tuple of HistoryEntry
         The device's most recent rounds, oldest first.
     rng : numpy.random.Generator
-        The policy's keyed stream for this device and round.
+        The policy's keyed stream for this device and round (made when first read).
     """
 
     device_id: int
@@ -107,8 +108,13 @@ class DeviceView:
     edge_load: int
     data_at_edge: bool
     history: tuple[HistoryEntry, ...]
-    rng: np.random.Generator
+    rng_factory: Callable[[], np.random.Generator] = field(repr=False)
     estimator: Callable[[Plan], Estimate] = field(repr=False)
+
+    @cached_property
+    def rng(self) -> np.random.Generator:
+        """Return the policy's keyed stream for this device and round."""
+        return self.rng_factory()
 
     def estimate(self, plan: Plan) -> Estimate:
         """Return the estimated time, device energy and memory fit of ``plan``."""

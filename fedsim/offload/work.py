@@ -35,11 +35,15 @@ class SplitBatch:
         Activations up, and their gradients down, in bits each.
     edge_flops : float
         The edge's work for the batch (FLOPs, or FLOP-equivalents of measured seconds).
+    count : int
+        Batches this step carries (``batches_per_step``): the fields are their sums, and
+        each of them pays the uplink's round-trip delay.
     """
 
     device_before_s: float
     act_bits: float
     edge_flops: float
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,27 +94,45 @@ def split_work(
     edge: DeviceProfile,
     batch_sizes: list[int],
     jitter: float,
+    batches_per_step: int | None = 1,
 ) -> OffloadWork:
-    """Return a split plan's batches for a device training ``batch_sizes``."""
+    """Return a split plan's steps for a device training ``batch_sizes``.
+
+    ``batches_per_step`` batches go in one step (None: all of them); the device's last
+    backward stays the tail.
+    """
     k = plan.k
     flops_share, param_share = device_layers_share(model, k)
     act_values = model.layers[k - 1].output_elements_per_sample
     fwd = model.forward_flops_per_sample
     cache: dict[int, tuple[float, float, float, float]] = {}
-    batches = []
-    backward_s = 0.0
-    device_s = 0.0
+    size = batches_per_step or max(len(batch_sizes), 1)
+    steps = []
+    backward_s = device_s = 0.0
+    before_s = bits = edge_flops = 0.0
+    count = 0
     for b in batch_sizes:
         if b not in cache:
             step = device.step_s(model.name, fwd, b) * jitter * flops_share
             edge_s = edge.step_s(model.name, fwd, b) * (1.0 - flops_share)
-            bits = float(b * act_values * BYTES_PER_VALUE * 8)
-            cache[b] = (step * (1 - BACKWARD_SHARE), step * BACKWARD_SHARE, bits, edge_s)
-        forward_s, back_s, bits, edge_s = cache[b]
-        batches.append(SplitBatch(backward_s + forward_s, bits, edge_s * edge.flops_per_s))
+            cache[b] = (
+                step * (1 - BACKWARD_SHARE), step * BACKWARD_SHARE,
+                float(b * act_values * BYTES_PER_VALUE * 8), edge_s * edge.flops_per_s,
+            )  # fmt: skip
+        forward_s, back_s, b_bits, b_flops = cache[b]
+        before_s += backward_s + forward_s
+        bits += b_bits
+        edge_flops += b_flops
+        count += 1
+        if count == size:
+            steps.append(SplitBatch(before_s, bits, edge_flops, count))
+            before_s = bits = edge_flops = 0.0
+            count = 0
         device_s += forward_s + back_s
         backward_s = back_s
-    return OffloadWork(plan, tuple(batches), backward_s, device_s, model_fraction=param_share)
+    if count:
+        steps.append(SplitBatch(before_s, bits, edge_flops, count))
+    return OffloadWork(plan, tuple(steps), backward_s, device_s, model_fraction=param_share)
 
 
 def full_work(

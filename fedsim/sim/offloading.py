@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 from fedsim.config import Scenario
 from fedsim.errors import InputError
@@ -58,8 +59,17 @@ class Choice:
     stay_online: bool
 
 
-def build_policies(scenario: Scenario, source: str) -> list[tuple[OffloadPolicy, bool]]:
-    """Return each device group's policy and ``stay_online``, in topology order.
+@dataclass(frozen=True)
+class GroupOffload:
+    """A device group's offloading: its policy and the rules of its plans (OffloadSpec)."""
+
+    policy: OffloadPolicy
+    stay_online: bool = True
+    batches_per_step: int | None = 1  # None: all of a round's batches in one step
+
+
+def build_policies(scenario: Scenario, source: str) -> list[GroupOffload]:
+    """Return each device group's offloading, in topology order.
 
     Raises
     ------
@@ -67,7 +77,7 @@ def build_policies(scenario: Scenario, source: str) -> list[tuple[OffloadPolicy,
         An unknown policy or bad params (every group's problems at once).
     """
     problems: list[str] = []
-    out: list[tuple[OffloadPolicy, bool]] = []
+    out: list[GroupOffload] = []
     default = scenario.offload
     cache: dict[str, OffloadPolicy] = {}
     for i, edge in enumerate(scenario.topology.edges):
@@ -81,7 +91,8 @@ def build_policies(scenario: Scenario, source: str) -> list[tuple[OffloadPolicy,
                 problems.extend(p for p in exc.problems if p not in problems)
                 continue
             cache[key] = policy
-            out.append((policy, spec.stay_online))
+            per_step = None if spec.batches_per_step == "all" else spec.batches_per_step
+            out.append(GroupOffload(policy, spec.stay_online, per_step))
     if problems:
         raise InputError(problems)
     return out
@@ -96,8 +107,8 @@ class OffloadPlanner:
         The validated scenario.
     population : Population
         The device table.
-    policies : list of (OffloadPolicy, bool)
-        Per device group: its policy and ``stay_online``.
+    policies : list of GroupOffload
+        Per device group: its policy and the rules of its plans.
     devices, links : list
         Per device group: hardware and access-link profiles.
     edges : list of DeviceProfile
@@ -116,7 +127,7 @@ class OffloadPlanner:
         self,
         scenario: Scenario,
         population: Population,
-        policies: list[tuple[OffloadPolicy, bool]],
+        policies: list[GroupOffload],
         devices: list[DeviceProfile],
         links: list[LinkProfile],
         edges: list[DeviceProfile],
@@ -136,10 +147,10 @@ class OffloadPlanner:
         self.opt_values = optimizer_values_per_param
         self.data_at_edge: set[int] = set()
         self.history: dict[int, deque[HistoryEntry]] = {}
-        self.keep_history = any(p.uses_history for p, _ in policies)
+        self.keep_history = any(g.policy.uses_history for g in policies)
         self.edge_load: dict[int, int] = {}
         self._footprint: dict[tuple[int, int | None], int] = {}  # (batch, layers) -> bytes
-        self.local_only = all(isinstance(p, Local) for p, _ in policies)
+        self.local_only = all(isinstance(g.policy, Local) for g in policies)
 
     def new_round(self) -> None:
         """Forget the previous round's edge loads."""
@@ -179,7 +190,8 @@ class OffloadPlanner:
             data = 0 if at_edge else task.num_samples * self.sample_bytes
             return full_work(plan, self.model, edge, list(task.batch_sizes), data)
         device = self.devices[task.group]
-        return split_work(plan, self.model, device, edge, list(task.batch_sizes), jitter)
+        per_step = self.policies[task.group].batches_per_step
+        return split_work(plan, self.model, device, edge, list(task.batch_sizes), jitter, per_step)
 
     def estimate(self, task: DeviceTask, plan: Plan, stay_online: bool) -> Estimate:
         """Estimate a plan as if alone.
@@ -207,7 +219,7 @@ class OffloadPlanner:
             for b in work.batches:
                 tx += b.act_bits / up_bps
                 rx += b.act_bits / down_bps
-                idle += rtt + b.edge_flops / edge_bps
+                idle += b.count * rtt + b.edge_flops / edge_bps
         else:
             if work.data_bits > 0:
                 tx += rtt + work.data_bits / up_bps
@@ -223,7 +235,8 @@ class OffloadPlanner:
 
     def choose(self, task: DeviceTask) -> Choice:
         """Ask the device's policy, apply the memory rule, build the work."""
-        policy, stay_online = self.policies[task.group]
+        group = self.policies[task.group]
+        policy, stay_online = group.policy, group.stay_online
         if self.local_only and self.fits(task, LOCAL):
             return Choice(None, False, stay_online)
         cache: dict[Plan, Estimate] = {}
@@ -239,7 +252,7 @@ class OffloadPlanner:
             task.quality, self.model, task.num_samples, task.batch_sizes, task.deadline_s,
             self.edge_load.get(task.edge_id, 0), task.device_id in self.data_at_edge,
             tuple(self.history.get(task.device_id, ())),
-            stream(self.scenario.seed, Purpose.OFFLOAD, task.device_id, task.round_index),
+            partial(stream, self.scenario.seed, Purpose.OFFLOAD, task.device_id, task.round_index),
             estimator,
         )  # fmt: skip
         plan = policy.choose(view)

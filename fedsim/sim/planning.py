@@ -10,7 +10,6 @@ import numpy as np
 from fedsim.algorithms.base import Algorithm
 from fedsim.config import Scenario
 from fedsim.models import ModelInfo
-from fedsim.offload import OffloadPolicy
 from fedsim.profiles import ProfileLibrary
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.availability import Availability
@@ -26,7 +25,13 @@ from fedsim.sim.costs import (
 )
 from fedsim.sim.keyed import KeyedStreams
 from fedsim.sim.network import BandwidthSource
-from fedsim.sim.offloading import DeviceTask, OffloadPlanner, build_policies, jitter_factor
+from fedsim.sim.offloading import (
+    DeviceTask,
+    GroupOffload,
+    OffloadPlanner,
+    build_policies,
+    jitter_factor,
+)
 from fedsim.sim.population import Population
 from fedsim.sim.records import DeviceOutcome, DevicePlan
 from fedsim.sim.traces import AvailabilityTrace
@@ -65,7 +70,7 @@ class SimulationInputs:
     sample_bytes : int
         Bytes of one training sample (a full offload uploads the device's samples).
     policies : list or None
-        Per device group, its offloading policy and ``stay_online`` (None: from the scenario).
+        Per device group, its offloading (None: from the scenario).
     """
 
     profiles: ProfileLibrary
@@ -77,7 +82,7 @@ class SimulationInputs:
     bandwidth: BandwidthSource | None = None
     availability_trace: AvailabilityTrace | None = None
     sample_bytes: int = 0
-    policies: list[tuple[OffloadPolicy, bool]] | None = None
+    policies: list[GroupOffload] | None = None
 
 
 class RoundPlanner:

@@ -66,7 +66,7 @@ class SplitRun:
             return
         b = self.batches[self.i]
         self.device_from, self.device_s = now, b.device_before_s
-        delay = b.device_before_s + self.plan.up.rtt_s
+        delay = b.device_before_s + b.count * self.plan.up.rtt_s
         d = self.plan.device_id
         flow = self.links.start_bits(
             self.up, b.act_bits, self.plan.up.cap_bps, d, True, delay, then=self._to_edge

@@ -27,7 +27,7 @@ def _view(estimates, trusted=True, deadline_s=None):
     return DeviceView(
         3, 0, 0, PROFILES.device("rpi3b"), PROFILES.device("home_gateway"), trusted,
         PROFILES.link("wifi"), 1.0, MODEL, 200, (20,) * 10, deadline_s, 0, False, (),
-        np.random.default_rng(0), estimator,
+        lambda: np.random.default_rng(0), estimator,
     )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_planner_estimates_add_up(tmp_path):
     from helpers import REPO
 
     from fedsim.config import load_scenario
-    from fedsim.sim.offloading import DeviceTask, OffloadPlanner
+    from fedsim.sim.offloading import DeviceTask, GroupOffload, OffloadPlanner
     from fedsim.sim.population import Population
 
     sc = load_scenario(REPO / "scenarios" / "quickstart.yaml")
@@ -89,7 +89,7 @@ def test_planner_estimates_add_up(tmp_path):
     links = [PROFILES.link(g.link) for g in pop.groups]
     edges = [PROFILES.device(e.hardware) for e in sc.topology.edges]
     planner = OffloadPlanner(
-        sc, pop, [(Local(Local.Params()), True)] * len(pop.groups), devices, links, edges,
+        sc, pop, [GroupOffload(Local(Local.Params()))] * len(pop.groups), devices, links, edges,
         MODEL, 268_440, 64 * 4 + 8, 0,
     )  # fmt: skip
     task = DeviceTask(10, 1, 0, 0, 200, (20,) * 10, 1.0, 1.0, None)  # an rpi3b on wifi
