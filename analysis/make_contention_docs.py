@@ -42,7 +42,7 @@ import yaml  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis import save_figure, to_markdown  # noqa: E402
+from fedsim.analysis import save_figure, to_markdown  # noqa: E402
 from fedsim.api import check, run  # noqa: E402
 from fedsim.config import Scenario, scenario_from_dict  # noqa: E402
 from fedsim.profiles import load_profiles  # noqa: E402

@@ -22,7 +22,8 @@ if str(ROOT) not in sys.path:
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis import (  # noqa: E402
+from analysis.docgen import rel_path  # noqa: E402
+from fedsim.analysis import (  # noqa: E402
     load_sweep,
     plot_device_timeline,
     plot_metric,
@@ -35,7 +36,6 @@ from analysis import (  # noqa: E402
     to_markdown,
     write_report,
 )
-from analysis.docgen import rel_path  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402
 
 KEY = "rounds.participants"

@@ -32,7 +32,8 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from analysis import (  # noqa: E402
+from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
+from fedsim.analysis import (  # noqa: E402
     RunSet,
     critical_devices,
     critical_path,
@@ -41,7 +42,6 @@ from analysis import (  # noqa: E402
     table4_comparison,
     to_markdown,
 )
-from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
 
 #: MTFL (Mills et al.) Table 4, MNIST 2NN, one local epoch: seconds per round and % shares.
 TABLE4_MNIST = {

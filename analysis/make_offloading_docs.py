@@ -45,7 +45,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from analysis import (  # noqa: E402
+from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
+from fedsim.analysis import (  # noqa: E402
     RunData,
     RunSet,
     load_sweep,
@@ -56,7 +57,6 @@ from analysis import (  # noqa: E402
     time_to_target,
     to_markdown,
 )
-from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
 from fedsim.api import check  # noqa: E402
 from fedsim.config import load_scenario, scenario_to_dict  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fedsim.errors import InputError
 
-__all__ = ["InputError", "RunResult", "check", "load_scenario", "run"]
+try:
+    __version__ = version("fedsim")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["InputError", "RunResult", "__version__", "check", "load_scenario", "run"]
 
 
 def __getattr__(name: str) -> Any:

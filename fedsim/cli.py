@@ -1,4 +1,4 @@
-"""The ``fedsim`` command line: run, validate, profiles, sweep, report."""
+"""The ``fedsim`` command line: run, validate, profiles, sweep, report, init, scenarios."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fedsim.errors import InputError, RuntimeFailure
+
+if TYPE_CHECKING:
+    from fedsim.config import Scenario
 
 
 def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
@@ -35,17 +39,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = run(scenario, args.out, on_round=on_round, source=args.scenario)
     finally:
         bar.close()
-    s = result.summary
-    acc = "n/a (learning: false)" if s["final_accuracy"] is None else f"{s['final_accuracy']:.4f}"
-    print(
+    print(run_summary(scenario, result.summary, result.path))
+    return 0
+
+
+def run_summary(scenario: Scenario, s: dict[str, Any], path: Path) -> str:
+    """Return the lines ``fedsim run`` prints at the end: what stopped it, the target, totals."""
+    from fedsim.profiles import si_format
+
+    target = scenario.stop.target_accuracy
+    if s["final_accuracy"] is None:
+        acc = "accuracy n/a (learning: false)"
+    else:
+        acc = f"final accuracy {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f})"
+        if target is not None:
+            hit = s["stopped_by"] == "target_accuracy"
+            acc += f"; target {target} {'reached' if hit else 'NOT reached'}"
+    return (
         f"{scenario.name}: {s['rounds']} rounds ({s['versions']} global versions), "
         f"virtual time {s['virtual_time_s']:.1f} s, stopped by {s['stopped_by']}\n"
-        f"  final accuracy {acc}\n"
-        f"  bytes up {s['bytes_up']:,} / down {s['bytes_down']:,}, device energy "
-        f"{s['energy_j']:.1f} J, stragglers {s['stragglers']}, dropped {s['dropped']}\n"
-        f"  results: {result.path}"
+        f"  {acc}\n"
+        f"  traffic up {si_format(s['bytes_up'], 'B')} / down {si_format(s['bytes_down'], 'B')}, "
+        f"device energy {s['energy_j']:.1f} J, stragglers {s['stragglers']}, "
+        f"dropped {s['dropped']}\n"
+        f"  results: {path}\n"
+        f"  report:  fedsim report {path}"
     )
-    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -81,6 +100,28 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    from fedsim.bundled import SCENARIOS, bundled_dir, scenario_names
+
+    root = bundled_dir(SCENARIOS)
+    for name in scenario_names():
+        first = (root / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        print(f"  {name:<32} {about[:72] + '...' if len(about) > 75 else about}")
+    print("copy one with: fedsim init NAME")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from fedsim.bundled import copy_scenario
+
+    written = copy_scenario(args.name, Path(args.dir))
+    for path in written:
+        print(f"wrote {path}")
+    print(f"run it with: fedsim run {written[0]}")
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from fedsim.sweep import parse_grid, run_sweep
 
@@ -93,7 +134,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    from fedsim.analysis.report import write_report
 
     out = write_report(Path(args.run_dir), Path(args.output) if args.output else None)
     print(f"report: {out}")
@@ -102,7 +143,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``fedsim`` command."""
+    from fedsim import __version__
+
     parser = argparse.ArgumentParser(prog="fedsim", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def scenario_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--out", required=True, help="sweep folder")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("scenarios", help="list the bundled starter scenarios")
+    p.set_defaults(func=_cmd_scenarios)
+
+    p = sub.add_parser("init", help="copy a bundled starter scenario into a folder")
+    p.add_argument("name", nargs="?", default="quickstart", help="its name (fedsim scenarios)")
+    p.add_argument("--dir", default=".", help="where to copy it (default: here)")
+    p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("report", help="write one self-contained HTML report")
     p.add_argument("run_dir", help="a run folder or a sweep folder")

@@ -128,7 +128,7 @@ class LinkFile(_Strict):
 # --------------------------------------------------------------------------- dataclasses
 
 
-def _si(value: float, unit: str) -> str:
+def si_format(value: float, unit: str) -> str:
     """Format a value with an SI prefix, e.g. ``2.78e10 FLOP/s`` -> ``27.8 GFLOP/s``."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
@@ -207,7 +207,7 @@ class DeviceProfile:
         figures = {
             "tier": self.tier,
             "compute": (
-                f"{_si(self.flops_per_s, 'FLOP/s')} + "
+                f"{si_format(self.flops_per_s, 'FLOP/s')} + "
                 f"{self.overhead_s_per_step * 1e3:.3g} ms/step, jitter σ {self.jitter_sigma:g}"
             ),
             "memory": f"{self.memory_bytes / 2**30:.3g} GiB",
@@ -310,11 +310,13 @@ class ProfileLibrary:
 
 
 def default_profiles_dir() -> Path:
-    """Return ``$FEDSIM_PROFILES`` if set, else the repository's ``hardware_profiles``."""
+    """Return ``$FEDSIM_PROFILES`` if set, else the bundled ``hardware_profiles``."""
     env = os.environ.get(PROFILES_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "hardware_profiles"
+    from fedsim.bundled import PROFILES, bundled_dir
+
+    return bundled_dir(PROFILES)
 
 
 def device_from_file(spec: DeviceFile) -> DeviceProfile:

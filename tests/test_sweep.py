@@ -87,7 +87,7 @@ def test_sweep_runs_resumes_and_loads(tmp_path):
         assert (mtime == stamps[r["run_id"]]) == (r["run_id"] != rows[1]["run_id"])
         assert r["status"] == "done"
 
-    from analysis import load_sweep, target_table
+    from fedsim.analysis import load_sweep, target_table
 
     rs = load_sweep(out)
     assert len(rs) == 4

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from analysis.demo import make_demo_sweep, write_run
+from demo import make_demo_sweep, write_run
 
 # (round, start, end, accuracy, ua_mean, download, compute, upload, wait, edge, cloud)
 HAND_ROUNDS = [

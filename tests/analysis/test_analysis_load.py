@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis import is_run_dir, is_sweep_dir, load, load_run, load_sweep, rounds_frame
+from fedsim.analysis import is_run_dir, is_sweep_dir, load, load_run, load_sweep, rounds_frame
 
 
 def test_load_run_reads_all_files(hand_run):

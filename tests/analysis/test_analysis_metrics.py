@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import (
+from fedsim.analysis import (
     NOT_REACHED,
     load_run,
     load_runs,
@@ -14,7 +14,6 @@ from analysis import (
     target_summary,
     time_to_target,
 )
-from analysis.metrics import student_t_ppf
 
 
 def test_time_to_target_hand_computed(hand_run):
@@ -68,8 +67,13 @@ def test_target_summary_over_seeds(tmp_path, make_hand_run):
         (0.025, 5, -2.570581835636314),
     ],
 )
-def test_student_t_ppf_matches_tables(q, df, expected):
-    assert student_t_ppf(q, df) == pytest.approx(expected, rel=1e-9)
+def test_interval_uses_student_t_quantiles_from_tables(q, df, expected):
+    # df + 1 values of sample std 1 around 0: the half width is t(q, df) / sqrt(df + 1)
+    n = df + 1
+    values = np.array([-1.0, 1.0] * (n // 2) + [0.0] * (n % 2))
+    values = values / np.std(values, ddof=1)
+    ci = mean_ci(values.tolist(), 2 * q - 1 if q > 0.5 else 1 - 2 * q)
+    assert ci.half_width == pytest.approx(abs(expected) / np.sqrt(n), rel=1e-9)
 
 
 @settings(max_examples=50, deadline=None)

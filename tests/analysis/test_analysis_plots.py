@@ -4,7 +4,7 @@ import pytest
 from conftest import OFFLOAD_UTILISATION
 from matplotlib.figure import Figure
 
-from analysis import (
+from fedsim.analysis import (
     load_run,
     load_sweep,
     plot_cumulative,
@@ -15,7 +15,7 @@ from analysis import (
     plot_ua_boxplot,
     save_figure,
 )
-from analysis.plots import (
+from fedsim.analysis.plots import (
     device_rounds_with_plans,
     edge_utilisation,
     has_offloading,

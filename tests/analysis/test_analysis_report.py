@@ -3,10 +3,10 @@ import re
 import pandas as pd
 import pytest
 from conftest import OFFLOAD_DEVICE_COLUMNS, OFFLOAD_ROUND_COLUMNS  # tests/analysis/conftest.py
+from demo import make_demo_run
 
-from analysis import load, write_report
-from analysis.demo import make_demo_run
-from analysis.report import edge_utilisation_table, plan_table
+from fedsim.analysis import load, write_report
+from fedsim.analysis.report import edge_utilisation_table, plan_table
 
 
 def test_report_of_a_sweep_is_self_contained(demo_sweep, tmp_path):

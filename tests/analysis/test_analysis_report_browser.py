@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import write_report
+from fedsim.analysis import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [

@@ -1,6 +1,7 @@
 import pytest
+from demo import write_run
 
-from analysis import (
+from fedsim.analysis import (
     NOT_REACHED,
     critical_devices,
     critical_path,
@@ -16,7 +17,6 @@ from analysis import (
     time_breakdown_table,
     to_markdown,
 )
-from analysis.demo import write_run
 
 
 def test_time_breakdown_hand_computed(hand_run):

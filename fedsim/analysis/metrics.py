@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunData, RunSet
+from fedsim.analysis.load import RunData, RunSet
 
 __all__ = [
     "NOT_REACHED",
     "MeanCI",
     "mean_ci",
-    "student_t_ppf",
     "time_to_target",
     "rounds_to_target",
     "target_frame",
@@ -92,67 +91,6 @@ def rounds_to_target(
     return None if i is None else i + 1
 
 
-def student_t_ppf(q: float, df: int) -> float:
-    """Return the ``q`` quantile of Student's t distribution with ``df`` degrees of freedom.
-
-    Computed by bisection on the CDF (via the regularised incomplete beta function), so
-    no SciPy is needed; accurate to about 1e-10.
-    """
-    if not 0 < q < 1:
-        raise ValueError("q must be in (0, 1)")
-    if df < 1:
-        raise ValueError("df must be at least 1")
-    if q < 0.5:
-        return -student_t_ppf(1 - q, df)
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < q:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
-
-
-def _t_cdf(t: float, df: int) -> float:
-    x = df / (df + t * t)
-    tail = 0.5 * _betainc(df / 2, 0.5, x)
-    return 1 - tail if t >= 0 else tail
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) by Lentz's continued fraction."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    ln_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _betainc(b, a, 1 - x)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        num = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
-        for step in (num, -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
-            d = 1.0 + step * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + step / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return math.exp(ln_front) * h / a
-
-
 @dataclass(frozen=True)
 class MeanCI:
     """A sample mean with a two-sided Student-t confidence interval.
@@ -191,7 +129,9 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> M
     if n == 1:
         return MeanCI(mean, mean, mean, 1, confidence)
     sem = float(arr.std(ddof=1)) / math.sqrt(n)
-    half = student_t_ppf(0.5 + confidence / 2, n - 1) * sem
+    from scipy.stats import t as student_t  # imported here: scipy.stats is slow to load
+
+    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * sem
     return MeanCI(mean, mean - half, mean + half, n, confidence)
 
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunData, RunSet, device_rounds_frame, rounds_frame
-from analysis.metrics import NOT_REACHED, target_summary
+from fedsim.analysis.load import RunData, RunSet, device_rounds_frame, rounds_frame
+from fedsim.analysis.metrics import NOT_REACHED, target_summary
 
 __all__ = [
     "CRITICAL_LABELS",

@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.load import RunSet, load
-from analysis.metrics import NOT_REACHED
-from analysis.plots import (
+from fedsim.analysis.load import RunSet, load
+from fedsim.analysis.metrics import NOT_REACHED
+from fedsim.analysis.plots import (
     device_rounds_with_plans,
     edge_names,
     edge_utilisation,
@@ -31,7 +31,7 @@ from analysis.plots import (
     plot_time_breakdown,
     plot_ua_boxplot,
 )
-from analysis.tables import summary_table, target_table, time_breakdown_table
+from fedsim.analysis.tables import summary_table, target_table, time_breakdown_table
 
 __all__ = [
     "write_report",

@@ -14,9 +14,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from analysis.load import RunData, RunSet, rounds_frame
-from analysis.metrics import mean_ci
-from analysis.tables import PHASE_LABELS, PHASES, time_breakdown
+from fedsim.analysis.load import RunData, RunSet, rounds_frame
+from fedsim.analysis.metrics import mean_ci
+from fedsim.analysis.tables import PHASE_LABELS, PHASES, time_breakdown
 
 __all__ = [
     "METRIC_LABELS",

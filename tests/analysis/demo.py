@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.load import DEVICE_ROUND_COLUMNS, DEVICE_UA_COLUMNS, ROUND_COLUMNS
+from fedsim.analysis.load import DEVICE_ROUND_COLUMNS, DEVICE_UA_COLUMNS, ROUND_COLUMNS
 
 __all__ = ["write_run", "make_demo_run", "make_demo_sweep"]
 
