@@ -3,58 +3,79 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fedsim import checkpoint
 from fedsim.algorithms.base import Algorithm, algorithm_summary, build_algorithm
-from fedsim.checks import check_offload, check_references, load_traces, memory_warnings
-from fedsim.config import Scenario, load_scenario, scenario_to_dict
+from fedsim.checkpoint import Checkpoint
+from fedsim.checks import (
+    check_offload,
+    check_references,
+    check_runtime,
+    check_workload,
+    deadline_warnings,
+    load_traces,
+    memory_warnings,
+)
+from fedsim.config import Scenario, load_scenario, scenario_from_dict
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
-from fedsim.errors import InputError
+from fedsim.errors import InputError, naming
+from fedsim.execution import (
+    TABLES,
+    execute,
+    finish,
+    header_bytes,
+    host_timings,
+    meta_without_summary,
+    read_partial,
+    used_profiles,
+)
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.profiles import ProfileLibrary, load_profiles
-from fedsim.results import check_out_dir, csv_text, default_out_dir, write_run_folder
+from fedsim.results import PARTIAL, RunFolder, Totals, check_out_dir, default_out_dir, read_table
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.offloading import GroupOffload, build_policies
 from fedsim.sim.population import sample_counts
-from fedsim.sim.simulation import (
-    DEVICE_COLUMNS,
-    ROUND_COLUMNS,
-    UA_COLUMNS,
-    Payloads,
-    Simulation,
-    SimulationInputs,
-)
+from fedsim.sim.simulation import Payloads, SimulationInputs
 from fedsim.sim.traces import (
     AvailabilityTrace,
     BandwidthTrace,
 )
 
-__all__ = ["RunResult", "check", "load_scenario", "run"]
-
-PACKAGES = ("fedsim", "torch", "numpy", "simpy", "pandas", "pydantic", "ray", "scikit-learn")
+__all__ = ["RunResult", "check", "load_scenario", "resume", "run"]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """A finished run: its folder and its tables."""
+    """A finished run: its folder, its summary, and its tables (read when first asked for)."""
 
     path: Path
-    rounds: pd.DataFrame
-    device_rounds: pd.DataFrame
-    device_ua: pd.DataFrame
     summary: dict[str, Any]
+
+    @cached_property
+    def rounds(self) -> pd.DataFrame:
+        """Return ``rounds.csv``."""
+        return read_table(self.path / "rounds.csv")
+
+    @cached_property
+    def device_rounds(self) -> pd.DataFrame:
+        """Return ``device_rounds.csv``."""
+        return read_table(self.path / "device_rounds.csv")
+
+    @cached_property
+    def device_ua(self) -> pd.DataFrame:
+        """Return ``device_ua.csv``."""
+        return read_table(self.path / "device_ua.csv")
 
 
 @dataclass(frozen=True)
@@ -73,28 +94,20 @@ class Prepared:
     availability_trace: AvailabilityTrace | None = None
     policies: list[GroupOffload] | None = None
     sample_bytes: int = 0
+    partitions: tuple[DevicePartition, ...] | None = None
 
     def warnings(self) -> list[str]:
         """Return one line per device group that cannot train locally (memory too small).
 
         Such devices are offloaded by the memory rule when a plan fits (a split's device
         part, or ``full`` under a trusted edge); otherwise they are ``oom`` and never train.
+        A last line warns when ``rounds.deadline_s`` is too short for any round to complete.
         """
-        batch = max(self.algorithm.steps(len(self.dataset.y_train)), default=1)
+        batch = self.algorithm.largest_batch(len(self.dataset.y_train))
         return memory_warnings(
             self.scenario, self.profiles, self.model, batch,
             self.algorithm.optimizer_values_per_param, self.footprint_bytes, self.source,
-        )  # fmt: skip
-
-
-def _package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+        ) + deadline_warnings(self.scenario, self.profiles, self.source)  # fmt: skip
 
 
 def check(
@@ -102,13 +115,18 @@ def check(
 ) -> Prepared:
     """Resolve and check everything a scenario refers to, without running it.
 
+    Everything ``run`` can reject before its first round is rejected here: the data are
+    loaded and partitioned (a partition that cannot give every device data fails here),
+    and the busiest device's local steps are counted.
+
     Raises
     ------
     InputError
-        One line per problem: unknown profiles, models, algorithm params, data files.
+        One line per problem, naming the scenario file: unknown profiles, models,
+        algorithm params, data files, an infeasible partition.
     """
     profiles = load_profiles(profiles_dir)
-    problems = check_references(scenario, profiles, source)
+    problems = check_references(scenario, profiles, source) + check_runtime(scenario, source)
     try:
         algorithm = build_algorithm(scenario.algorithm, source)
     except InputError as exc:
@@ -116,15 +134,20 @@ def check(
     if problems:
         raise InputError(problems)
     data = scenario.data
-    dataset = load_dataset(
-        data.dataset, Path(data.dir) if data.dir else None, scenario.seed, **data.options
-    )
-    net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
+    try:
+        dataset = load_dataset(
+            data.dataset, Path(data.dir) if data.dir else None, scenario.seed, **data.options
+        )
+        net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
+        parts = None if data.samples_per_device is not None else _split(scenario, dataset)
+    except InputError as exc:
+        raise naming(source, exc) from None
+    check_workload(scenario, algorithm, _train_counts(scenario, parts), source)
     info = describe(net, scenario.model, dataset.input_shape)
     state = net.state_dict()
     # the same tensors go both ways: the model down, the update up (the algorithm decides)
     payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
-    batch = max(algorithm.steps(len(dataset.y_train)), default=1)
+    batch = algorithm.largest_batch(len(dataset.y_train))
     footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
     policies = build_policies(scenario, source)
     check_offload(scenario, policies, info, source)
@@ -136,11 +159,12 @@ def check(
     return Prepared(
         scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
         footprint, bandwidth, availability, policies, sample_bytes,
+        None if parts is None else tuple(parts),
     )  # fmt: skip
 
 
-def _partitions(prep: Prepared) -> list[DevicePartition]:
-    sc = prep.scenario
+def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
+    """Partition the dataset over the scenario's devices."""
     p = sc.data.partition
     params: dict[str, Any] = {}
     if p.kind == "shards":
@@ -150,7 +174,25 @@ def _partitions(prep: Prepared) -> list[DevicePartition]:
         if p.test_per_device is not None:
             params["test_per_device"] = p.test_per_device
     rng = stream(sc.seed, Purpose.PARTITION)
-    return partition(prep.dataset, sc.topology.num_devices(), p.kind, rng, **params)
+    return partition(dataset, sc.topology.num_devices(), p.kind, rng, **params)
+
+
+def _train_counts(sc: Scenario, parts: list[DevicePartition] | None) -> np.ndarray:
+    """Return every device's training samples: its partition's, or the systems-only draw."""
+    data = sc.data
+    if parts is not None:
+        return np.array([len(p.train_idx) for p in parts], dtype=np.int64)
+    assert data.samples_per_device is not None  # no partition: systems-only counts
+    return sample_counts(
+        sc.topology.num_devices(), data.samples_per_device, data.samples_sigma, sc.seed
+    )
+
+
+def _partitions(prep: Prepared) -> list[DevicePartition]:
+    """Return the partition :func:`check` made (or make it, for a hand-built ``Prepared``)."""
+    if prep.partitions is not None:
+        return list(prep.partitions)
+    return _split(prep.scenario, prep.dataset)
 
 
 def make_runtime(prep: Prepared, parts: list[DevicePartition]) -> Runtime:
@@ -182,15 +224,6 @@ def _lock_step(prep: Prepared) -> bool:
     return resolve_vectorize(prep.scenario.runtime.vectorize, net)
 
 
-def _used_profiles(sc: Scenario, profiles: ProfileLibrary) -> dict[str, Any]:
-    names = {f"devices/{sc.topology.cloud.hardware}", f"networks/{sc.topology.cloud.backhaul}"}
-    for edge in sc.topology.edges:
-        names |= {f"devices/{edge.hardware}", f"networks/{edge.backhaul}"}
-        for g in edge.devices:
-            names |= {f"devices/{g.hardware}", f"networks/{g.link}"}
-    return {n: profiles.raw[n] for n in sorted(names)}
-
-
 def run(
     scenario: Scenario | str | Path,
     out_dir: str | Path | None = None,
@@ -198,8 +231,13 @@ def run(
     on_round: Callable[[dict[str, object]], None] | None = None,
     source: str | None = None,
     profiles_dir: Path | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run a scenario and write its run folder.
+
+    Rows reach the folder as each round finishes; the folder holds ``run.json`` once the
+    run is complete (``run.partial.json`` before). An interrupted run keeps its finished
+    rounds and its last checkpoint: :func:`resume` continues it.
 
     Parameters
     ----------
@@ -215,6 +253,15 @@ def run(
         Where the scenario came from, for messages and run.json.
     profiles_dir : Path, optional
         Profiles folder (default: ``$FEDSIM_PROFILES`` or the bundled one).
+    on_warning : callable, optional
+        Called, before the first round, with each line ``fedsim validate`` warns about.
+
+    Raises
+    ------
+    InputError
+        Bad input, found before the first round (the scenario, its profiles and data, an
+        output folder that exists or cannot be made), or during it (a custom component's
+        bad answer); each line names the scenario file.
     """
     wall0 = time.perf_counter()
     source = source or "scenario"
@@ -224,6 +271,54 @@ def run(
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario.name)
     check_out_dir(out)
     prep = check(scenario, source, profiles_dir)
+    if on_warning is not None:
+        for line in prep.warnings():
+            on_warning(line)
+    try:
+        return _drive(prep, wall0, lambda meta: RunFolder.create(out, TABLES, meta), on_round)
+    except InputError as exc:
+        raise naming(source, exc) from None
+
+
+def resume(
+    run_dir: str | Path,
+    on_round: Callable[[dict[str, object]], None] | None = None,
+    profiles_dir: Path | None = None,
+) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (or its start, if none).
+
+    The finished files equal those of an uninterrupted run, byte for byte.
+
+    Raises
+    ------
+    InputError
+        Not an unfinished run folder; a damaged checkpoint; profiles that changed since.
+    """
+    wall0 = time.perf_counter()
+    path = Path(run_dir)
+    partial = read_partial(path)
+    source = str(partial.get("scenario_file", "scenario"))
+    scenario = scenario_from_dict(partial["scenario"], f"{path / PARTIAL}: scenario")
+    prep = check(scenario, source, profiles_dir)
+    if used_profiles(scenario, prep.profiles) != partial.get("profiles"):
+        raise InputError(
+            f"{path / PARTIAL}: profiles: the hardware or link profiles the run used have "
+            "changed since it started; resume with the same profiles (--profiles-dir)"
+        )
+    start = checkpoint.load(path)
+    sizes = start[0].table_bytes if start is not None else header_bytes()
+    return _drive(prep, wall0, lambda _: RunFolder.reopen(path, TABLES, sizes), on_round, start)
+
+
+def _drive(
+    prep: Prepared,
+    wall0: float,
+    open_folder: Callable[[dict[str, Any]], RunFolder],
+    on_round: Callable[[dict[str, object]], None] | None,
+    start: tuple[Checkpoint, dict[str, Any]] | None = None,
+) -> RunResult:
+    """Build the runtime, open the run folder, run (or continue), write the final files."""
+    scenario = prep.scenario
     runtime: Runtime | None = None
     data = scenario.data
     if data.samples_per_device is not None:  # systems only: counts without a partition
@@ -235,74 +330,43 @@ def run(
         parts = _partitions(prep)
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
         runtime = make_runtime(prep, parts) if scenario.learning else None
+    meta = meta_without_summary(
+        scenario, prep.source, used_profiles(scenario, prep.profiles), _model_meta(prep),
+        algorithm_summary(prep.algorithm), _lock_step(prep) if scenario.learning else None,
+    )  # fmt: skip
     # The driver needs no samples from here on: the runtime holds them (inline) or has
     # put them in Ray's object store; let the driver's own copy go.
     prep = dataclasses.replace(prep, dataset=prep.dataset.without_rows())
     setup_s = time.perf_counter() - wall0
     try:
+        folder = open_folder(meta)
+        totals = Totals(**start[0].totals) if start is not None else Totals()
         inputs = SimulationInputs(
             prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
             prep.footprint_bytes, prep.bandwidth, prep.availability_trace, prep.sample_bytes,
             prep.policies,
         )  # fmt: skip
-        result = Simulation(scenario, inputs, runtime, on_round).run()
+        try:
+            result = execute(scenario, inputs, runtime, folder, totals, on_round, start)
+        finally:
+            folder.close()
     finally:
         if runtime is not None:
             runtime.close()
-    files = {
-        "rounds.csv": csv_text(ROUND_COLUMNS, result.rounds),
-        "device_rounds.csv": csv_text(DEVICE_COLUMNS, result.device_rounds),
-        "device_ua.csv": csv_text(UA_COLUMNS, result.device_ua),
+    timings = host_timings(setup_s, wall0, scenario)
+    # real failures (a dead Ray worker that was recovered), apart from simulated drop-outs
+    timings["runtime_failures"] = list(getattr(runtime, "failures", []))
+    summary = finish(folder, meta, totals, result, timings)
+    return RunResult(folder.path, summary)
+
+
+def _model_meta(prep: Prepared) -> dict[str, Any]:
+    return {
+        "name": prep.model.name,
+        "num_params": prep.model.num_params,
+        "param_bytes": prep.model.param_bytes,
+        "forward_flops_per_sample": prep.model.forward_flops_per_sample,
+        "download_bytes": prep.payloads.download_bytes,
+        "upload_bytes": prep.payloads.upload_bytes,
+        "training_footprint_bytes": prep.footprint_bytes,
     }
-    rounds = pd.DataFrame(result.rounds, columns=list(ROUND_COLUMNS))
-    last = rounds.iloc[-1]
-    evaluated = rounds["accuracy"].dropna()
-    summary = {
-        "rounds": len(rounds),
-        "versions": int(last["version"]),
-        "virtual_time_s": float(last["virtual_time_s"]),
-        "final_accuracy": float(evaluated.iloc[-1]) if len(evaluated) else None,
-        "best_accuracy": float(evaluated.max()) if len(evaluated) else None,
-        "bytes_up": int(rounds["bytes_up"].sum()),
-        "bytes_down": int(rounds["bytes_down"].sum()),
-        "energy_j": float(rounds["energy_j"].sum()),
-        "stragglers": int(rounds["stragglers"].sum()),
-        "dropped": int(rounds["dropped"].sum()),
-        "stopped_by": result.stopped_by,
-    }
-    meta = {
-        "fedsim_version": _package_versions()["fedsim"],
-        "seed": scenario.seed,
-        "scenario_file": source,
-        "scenario": scenario_to_dict(scenario),
-        "profiles": _used_profiles(scenario, prep.profiles),
-        "model": {
-            "name": prep.model.name,
-            "num_params": prep.model.num_params,
-            "param_bytes": prep.model.param_bytes,
-            "forward_flops_per_sample": prep.model.forward_flops_per_sample,
-            "download_bytes": prep.payloads.download_bytes,
-            "upload_bytes": prep.payloads.upload_bytes,
-            "training_footprint_bytes": prep.footprint_bytes,
-        },
-        "algorithm": algorithm_summary(prep.algorithm),
-        "lock_step_training": _lock_step(prep) if scenario.learning else None,
-        "packages": _package_versions(),
-        "summary": summary,
-    }
-    timings = {
-        "setup_s": setup_s,
-        "wall_s_total": time.perf_counter() - wall0,
-        "wall_s_per_round": result.wall_s_per_round,
-        "torch_threads": scenario.runtime.torch_threads,
-        "host": platform.node(),
-    }
-    files["timings.json"] = json.dumps(timings, indent=2) + "\n"
-    path = write_run_folder(out, files, meta)
-    return RunResult(
-        path,
-        rounds,
-        pd.DataFrame(result.device_rounds, columns=list(DEVICE_COLUMNS)),
-        pd.DataFrame(result.device_ua, columns=list(UA_COLUMNS)),
-        summary,
-    )

@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from fedsim.algorithms import BUILTIN_ALGORITHMS
+from fedsim.algorithms.base import Algorithm
 from fedsim.config import Scenario
 from fedsim.errors import InputError
 from fedsim.models import MODEL_NAMES, ModelInfo, training_footprint_bytes
+from fedsim.offload import BUILTIN_POLICIES
 from fedsim.offload.full import Full
 from fedsim.offload.split import Split
 from fedsim.profiles import ProfileLibrary
+from fedsim.registry import module_to_import
 from fedsim.sim.population import Population
 from fedsim.sim.traces import (
     AvailabilityTrace,
@@ -81,6 +87,61 @@ def check_offload(
         raise InputError(sorted(set(problems), key=problems.index))
 
 
+#: Local SGD steps one device may take in one round (``fedsim validate`` refuses more).
+MAX_STEPS_PER_ROUND = 10**6
+
+
+def check_workload(
+    scenario: Scenario, algorithm: Algorithm, samples: np.ndarray, source: str
+) -> None:
+    """Reject a round whose busiest device would take more than 10**6 local steps.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The scenario (for the message).
+    algorithm : Algorithm
+        The resolved algorithm (it counts the steps).
+    samples : np.ndarray
+        Training samples of every device.
+    source : str
+        The scenario file, for the message.
+    """
+    most = int(samples.max()) if len(samples) else 0
+    steps = algorithm.num_steps(most)
+    if steps <= MAX_STEPS_PER_ROUND:
+        return
+    data = scenario.data
+    fewer = "fewer algorithm.params.local_epochs or a larger batch_size"
+    if data.samples_per_device is not None:
+        fewer += ", or a smaller data.samples_per_device or data.samples_sigma"
+    raise InputError(
+        f"{source}: algorithm.params: the busiest device ({most:,} training samples) would "
+        f"take {steps:,} local steps a round; at most {MAX_STEPS_PER_ROUND:,} ({fewer})"
+    )
+
+
+def deadline_warnings(scenario: Scenario, profiles: ProfileLibrary, source: str) -> list[str]:
+    """Warn when ``rounds.deadline_s`` is shorter than any device's round can be.
+
+    Every update needs a download and an upload, each at least one round trip of the
+    device's access link, so no device can report before twice the shortest RTT: with a
+    shorter deadline no round completes and the model never changes.
+    """
+    deadline = scenario.rounds.deadline_s
+    if deadline is None:
+        return []
+    links = {g.link for e in scenario.topology.edges for g in e.devices}
+    rtt_s, link = min((profiles.link(name).rtt_s, name) for name in links)
+    if deadline >= 2 * rtt_s:
+        return []
+    return [
+        f"{source}: rounds.deadline_s: {deadline:g} s is shorter than any device's round "
+        f"(at least a download and an upload, one round trip each: {2 * rtt_s:g} s on link "
+        f"{link!r}, the fastest); no device can report, so no round will complete"
+    ]
+
+
 def load_traces(
     scenario: Scenario, source: str
 ) -> tuple[BandwidthTrace | None, AvailabilityTrace | None]:
@@ -135,4 +196,46 @@ def memory_warnings(
                 out.append(f"{where} {needs}: the memory rule offloads it ({plan})")
             else:
                 out.append(f"{where} {needs}: these devices will be 'oom' and never train")
+    return out
+
+
+def check_runtime(scenario: Scenario, source: str) -> list[str]:
+    """Return one problem line if the runtime asks for what this installation lacks.
+
+    ``runtime.dashboard: true`` on a local Ray needs Ray's dashboard packages
+    (``ray[default]``); ``ray`` alone has not got them and Ray would stop with a traceback.
+    """
+    rt = scenario.runtime
+    if rt.kind != "ray" or not rt.dashboard or rt.address:
+        return []
+    from fedsim.runtime.ray_setup import dashboard_missing
+
+    missing = dashboard_missing()
+    if missing is None:
+        return []
+    return [
+        f"{source}: runtime.dashboard: Ray's dashboard needs packages that are not installed "
+        f"({missing}); install them with pip install 'ray[default]', or set "
+        "runtime.dashboard: false"
+    ]
+
+
+def scenario_imports(scenario: Scenario) -> dict[str, list[str]]:
+    """Return each module a scenario names as ``package.module:Class``, with its fields.
+
+    These modules' code runs when the scenario is validated or run: ``algorithm.use`` in
+    the driver and in every Ray actor, ``offload.use`` in the driver. Built-in names are
+    left out. An offloading spec counts only where a device group uses it.
+    """
+    named = [("algorithm.use", scenario.algorithm.use, BUILTIN_ALGORITHMS)]
+    for i, edge in enumerate(scenario.topology.edges):
+        for j, group in enumerate(edge.devices):
+            field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"
+            spec = group.offload or scenario.offload
+            named.append((f"{field}.use", spec.use, BUILTIN_POLICIES))
+    out: dict[str, list[str]] = {}
+    for field, name, builtins in named:
+        module = module_to_import(name, builtins)
+        if module is not None and field not in out.get(module, []):
+            out.setdefault(module, []).append(field)
     return out

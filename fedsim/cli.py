@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsim.errors import InputError, RuntimeFailure
+from fedsim.sweep import SweepError
 
 if TYPE_CHECKING:
     from fedsim.config import Scenario
@@ -17,15 +23,17 @@ if TYPE_CHECKING:
 def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="round", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    # delay: nothing is drawn before the first round ends, so an error found while the run
+    # is set up stays the only line on stderr
+    return tqdm(
+        total=total, unit="round", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.01
+    )
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.api import run
-    from fedsim.config import load_scenario
-
-    scenario = load_scenario(args.scenario, args.set)
-    bar = _progress(scenario.stop.max_rounds, args.quiet)
+def _round_progress(total: int, done: int, quiet: bool):  # type: ignore[no-untyped-def]
+    """Return a progress bar over rounds and the ``on_round`` callback that moves it."""
+    bar = _progress(total, quiet)
+    bar.update(done)
 
     def on_round(row: dict[str, object]) -> None:
         acc = row.get("accuracy")
@@ -35,8 +43,68 @@ def _cmd_run(args: argparse.Namespace) -> int:
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 
+    return bar, on_round
+
+
+@contextlib.contextmanager
+def _resumable(out: Path) -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C; on either, say how to continue the run in ``out``."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        result = run(scenario, args.out, on_round=on_round, source=args.scenario)
+        yield
+    except (KeyboardInterrupt, RuntimeFailure) as exc:
+        if (out / "run.partial.json").is_file():
+            failed = isinstance(exc, RuntimeFailure)
+            what = f"runtime failure: {exc}" if failed else "interrupted"
+            print(
+                f"{what}; the finished rounds are in {out}; continue with: fedsim resume {out}",
+                file=sys.stderr,
+            )
+            if failed:
+                raise SystemExit(1) from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.api import run
+    from fedsim.config import load_scenario
+    from fedsim.results import default_out_dir
+
+    scenario = load_scenario(args.scenario, args.set)
+    out = Path(args.out) if args.out else default_out_dir(scenario.name)
+    bar, on_round = _round_progress(scenario.stop.max_rounds, 0, args.quiet)
+    try:
+        with _resumable(out):
+            result = run(
+                scenario, out, on_round=on_round, source=args.scenario,
+                on_warning=lambda line: bar.write(f"warning: {line}", file=sys.stderr),
+            )  # fmt: skip
+    finally:
+        bar.close()
+    print(run_summary(scenario, result.summary, result.path))
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from fedsim import checkpoint
+    from fedsim.api import resume
+    from fedsim.config import scenario_from_dict
+    from fedsim.execution import read_partial
+
+    out = Path(args.run_dir)
+    partial = read_partial(out)
+    scenario = scenario_from_dict(partial["scenario"], str(out / "run.partial.json"))
+    start = checkpoint.next_round(out)
+    bar, on_round = _round_progress(scenario.stop.max_rounds, start, args.quiet)
+    try:
+        with _resumable(out):
+            result = resume(out, on_round=on_round)
     finally:
         bar.close()
     print(run_summary(scenario, result.summary, result.path))
@@ -69,6 +137,7 @@ def run_summary(scenario: Scenario, s: dict[str, Any], path: Path) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fedsim.api import check
+    from fedsim.checks import scenario_imports
     from fedsim.config import load_scenario
 
     scenario = load_scenario(args.scenario, args.set)
@@ -80,6 +149,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{prep.payloads.upload_bytes:,} bytes up per update); dataset {prep.dataset.name} "
         f"({len(prep.dataset.y_train):,} train / {len(prep.dataset.y_test):,} test)"
     )
+    for module, fields in scenario_imports(scenario).items():
+        print(f"imports: {module} ({', '.join(fields)})")
     for line in prep.warnings():
         print(f"warning: {line}", file=sys.stderr)
     return 0
@@ -123,20 +194,49 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.sweep import parse_grid, run_sweep
+    from fedsim.results import creatable_problem
+    from fedsim.sweep import SweepInterrupted, SweepProgress, format_progress, parse_grid, run_sweep
 
-    out = run_sweep(
-        Path(args.scenario), parse_grid(args.grid), args.seeds, Path(args.out),
-        parallel=args.parallel, extra_sets=args.set,
+    folder = Path(args.out)
+    problem = (
+        f"{folder} is a file" if folder.exists() and not folder.is_dir()
+        else None if folder.is_dir() else creatable_problem(folder)
     )  # fmt: skip
+    if problem is not None:
+        raise InputError(f"{folder}: (--out): cannot make the sweep folder: {problem}")
+
+    def show(progress: SweepProgress) -> None:
+        print(format_progress(progress), file=sys.stderr, flush=True)
+
+    try:
+        out = run_sweep(
+            Path(args.scenario), parse_grid(args.grid), args.seeds, Path(args.out),
+            parallel=args.parallel, extra_sets=args.set, progress=show,
+        )  # fmt: skip
+    except SweepInterrupted as exc:
+        print(exc, file=sys.stderr)
+        raise
     print(f"sweep: {out}")
+    print(f"report: fedsim report {out}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from fedsim.analysis.report import write_report
+    from fedsim.results import creatable_problem
 
-    out = write_report(Path(args.run_dir), Path(args.output) if args.output else None)
+    src = Path(args.run_dir)
+    if not src.is_dir():
+        raise InputError(f"{src}: (folder): expected a run folder or a sweep folder")
+    html = Path(args.output) if args.output else src / "report.html"
+    problem = f"{html} is a folder" if html.is_dir() else creatable_problem(html.parent)
+    if problem is not None:
+        raise InputError(f"{html}: (-o): cannot write the report: {problem}")
+    try:
+        out = write_report(src, html, gantt_round=args.round)
+    except OSError as exc:  # no runs in the folder (the message names it), or a write
+        where = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        raise InputError(where) from None
     print(f"report: {out}")
     return 0
 
@@ -161,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder to create (default runs/<name>-<n>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("run_dir", help="the run folder (it holds run.partial.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("validate", help="check a scenario and its profiles without running")
     scenario_args(p)
@@ -189,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write one self-contained HTML report")
     p.add_argument("run_dir", help="a run folder or a sweep folder")
     p.add_argument("-o", "--output", help="HTML file (default <dir>/report.html)")
+    p.add_argument(
+        "--round", type=int, metavar="R",
+        help="draw the device timelines of round R (from 0; default: the worst round)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_report)
     return parser
 
@@ -205,9 +314,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeFailure as exc:
         print(f"runtime failure: {exc}", file=sys.stderr)
         return 1
+    except SweepError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line here, the traceback kept in a file
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: internal error: {_saved_traceback(exc)}", file=sys.stderr)
+        return 1
+
+
+#: Set to show an internal error's traceback instead of one line.
+DEBUG_ENV = "FEDSIM_DEBUG"
+
+
+def _saved_traceback(exc: Exception) -> str:
+    """Write ``exc``'s traceback to a temporary file; return one line that names it."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="fedsim-traceback-", suffix=".txt", delete=False
+        ) as f:
+            traceback.print_exception(exc, file=f)
+        saved = f"traceback in {f.name}"
+    except OSError:
+        saved = f"set {DEBUG_ENV}=1 to see the traceback"
+    return f"{what} (a bug in fedsim, please report it; {saved})"
 
 
 if __name__ == "__main__":

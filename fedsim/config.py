@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fedsim.bounds import (
+    MAX_DEVICES,
+    MAX_LOG_SIGMA,
+    MAX_MBPS,
+    MAX_SEED,
+    MAX_VIRTUAL_S,
+    MAX_WALL_S,
+    MIN_MBPS,
+    in_range,
+)
 from fedsim.errors import InputError
-from fedsim.yamlio import load_yaml_file, parse_scalar
+from fedsim.yamlio import load_yaml_file, load_yaml_text
 
-PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+#: A count of rounds, evaluations or batches: 1 to 10**7.
+Count = Annotated[int, Field(gt=0, le=10**7)]
+#: Virtual (simulated) seconds: above 0, at most 1e9 (about 32 years).
+VirtualSeconds = Annotated[float, in_range(0, MAX_VIRTUAL_S, "s", low_open=True)]
+#: A shared capacity: 1e-3 to 1e6 Mbps (1 kbit/s to 1 Tbit/s).
+Mbps = Annotated[float, in_range(MIN_MBPS, MAX_MBPS, "Mbps")]
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+
+
+def _folder_safe(name: str) -> str:
+    """Accept a scenario name that is safe as a folder name (it names ``runs/<name>-<n>``)."""
+    if not _NAME_RE.fullmatch(name):
+        raise PydanticCustomError(
+            "folder_name",
+            "expected 1 to 100 letters, digits or . _ + = - starting with a letter or digit "
+            "(the name becomes the folder runs/<name>-<n>)",
+        )
+    return name
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
+def _field_error(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
     """Return an error for a cross-field rule, located at the field it is about."""
     detail = InitErrorDetails(
         type=PydanticCustomError("value_error", message), loc=loc, input=value
@@ -33,9 +69,13 @@ class PartitionSpec(_Strict):
     """How the training data is split over devices."""
 
     kind: Literal["iid", "shards", "dirichlet", "natural"] = "iid"
-    shards_per_device: PositiveInt = 2
-    alpha: PositiveFloat = 0.5
-    test_per_device: PositiveInt | None = None
+    #: Shards per device, 1 to 10**6 (their total must not exceed the train samples).
+    shards_per_device: Annotated[int, Field(gt=0, le=10**6)] = 2
+    #: Dirichlet concentration in (0, 1e6]; above ~100 the split is practically iid
+    #: (use ``kind: iid``), and numpy's sampler breaks down far beyond 1e6.
+    alpha: Annotated[float, in_range(0, 1e6, low_open=True)] = 0.5
+    #: Test samples per device, 1 to 10**6.
+    test_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
 
 
 class DataSpec(_Strict):
@@ -45,14 +85,15 @@ class DataSpec(_Strict):
     that many training samples instead of partitioning the dataset, so a population may
     be far larger than the dataset; with ``samples_sigma > 0`` the counts are lognormal
     around it (median ``samples_per_device``, log-sigma ``samples_sigma``, at least 1).
+    Ranges: ``samples_per_device`` 1 to 10**6, ``samples_sigma`` 0 to 5.
     """
 
     dataset: Literal["digits", "synthetic", "mnist"] = "digits"
     dir: str | None = None
     partition: PartitionSpec = PartitionSpec()
     options: dict[str, JsonValue] = {}
-    samples_per_device: PositiveInt | None = None
-    samples_sigma: Annotated[float, Field(ge=0)] = 0.0
+    samples_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
+    samples_sigma: Annotated[float, in_range(0, MAX_LOG_SIGMA)] = 0.0
 
     @model_validator(mode="after")
     def _sigma_needs_samples(self) -> DataSpec:
@@ -77,6 +118,16 @@ class ComponentSpec(_Strict):
     params: dict[str, JsonValue] = {}
 
 
+class AlgorithmSpec(ComponentSpec):
+    """The FL algorithm: FedAvg unless ``use`` names another.
+
+    With ``use`` defaulted, ``--set algorithm.params.lr=...`` works on a scenario that has
+    no ``algorithm`` section.
+    """
+
+    use: str = "fedavg"
+
+
 class OffloadSpec(ComponentSpec):
     """An offloading policy (docs/offloading.md) and its ``full`` rule.
 
@@ -91,23 +142,30 @@ class OffloadSpec(ComponentSpec):
 
     use: str = "local"
     stay_online: bool = True
-    batches_per_step: PositiveInt | Literal["all"] = 1
+    batches_per_step: Count | Literal["all"] = 1
 
 
 class DeviceGroupSpec(_Strict):
-    """A group of identical devices under one edge (``offload`` overrides the scenario's)."""
+    """A group of identical devices under one edge (``offload`` overrides the scenario's).
+
+    ``count`` is 1 to 10**7 (``fedsim.bounds.MAX_DEVICES``, also the whole population's
+    limit).
+    """
 
     hardware: str
     link: str
-    count: PositiveInt
+    count: Annotated[int, Field(gt=0, le=MAX_DEVICES)]
     offload: OffloadSpec | None = None
 
 
 class CapacitySpec(_Strict):
-    """A shared capacity per direction, Mbps (``null``: the link profile's ``shared_mbps``)."""
+    """A shared capacity per direction, Mbps (``null``: the link profile's ``shared_mbps``).
 
-    up: PositiveFloat | None = None
-    down: PositiveFloat | None = None
+    Each in [1e-3, 1e6] Mbps (1 kbit/s to 1 Tbit/s).
+    """
+
+    up: Mbps | None = None
+    down: Mbps | None = None
 
 
 class EdgeSpec(_Strict):
@@ -147,10 +205,27 @@ class TopologySpec(_Strict):
 
     @model_validator(mode="after")
     def _unique_edge_names(self) -> TopologySpec:
-        names = [e.name for e in self.edges]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"edge names must be unique; repeated: {', '.join(dupes)}")
+        first: dict[str, int] = {}
+        for i, edge in enumerate(self.edges):
+            if edge.name in first:
+                raise _field_error(
+                    ("edges", i, "name"),
+                    f"edge names must be unique; edges[{first[edge.name]}] has this name too",
+                    edge.name,
+                )
+            first[edge.name] = i
+        return self
+
+    @model_validator(mode="after")
+    def _population_fits(self) -> TopologySpec:
+        n = self.num_devices()
+        if n > MAX_DEVICES:
+            raise _field_error(
+                ("edges",),
+                f"the device counts add up to {n:,} devices; at most {MAX_DEVICES:,} are "
+                "supported (the simulator keeps a few numbers per device)",
+                n,
+            )
         return self
 
     def num_devices(self) -> int:
@@ -166,34 +241,47 @@ class FailureDetectionSpec(_Strict):
     """
 
     kind: Literal["instant", "timeout"] = "timeout"
-    timeout_s: PositiveFloat = 30.0
+    timeout_s: VirtualSeconds = 30.0
 
 
 class RoundsSpec(_Strict):
-    """The synchronous round protocol (hierarchical when ``cloud_every > 1``)."""
+    """The synchronous round protocol (hierarchical when ``cloud_every > 1``).
+
+    Ranges: ``participation`` in (0, 1]; ``over_selection`` in [1, 10] (asking for more
+    than ten times the devices a round keeps is no protocol: Bonawitz et al. 2019 use
+    1.3); ``deadline_s`` in (0, 1e9] virtual seconds; ``cloud_every`` 1 to 10**7.
+    """
 
     kind: Literal["sync"] = "sync"
     participants: PositiveInt | None = None
-    participation: Annotated[float, Field(gt=0, le=1)] | None = None
-    over_selection: Annotated[float, Field(ge=1)] = 1.0
-    deadline_s: PositiveFloat | None = None
-    min_report_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
-    cloud_every: PositiveInt = 1
+    participation: Annotated[float, in_range(0, 1, low_open=True)] | None = None
+    over_selection: Annotated[float, in_range(1, 10)] = 1.0
+    deadline_s: VirtualSeconds | None = None
+    min_report_fraction: Annotated[float, in_range(0, 1)] = 0.0
+    cloud_every: Count = 1
     failure_detection: FailureDetectionSpec = FailureDetectionSpec()
 
     @model_validator(mode="after")
     def _one_of_count_or_fraction(self) -> RoundsSpec:
         if self.participants is not None and self.participation is not None:
-            raise ValueError("give either participants (a count K) or participation (a fraction C)")
+            raise _field_error(
+                ("participation",),
+                "give either participants (a count K) or participation (a fraction C), not both",
+                self.participation,
+            )
         return self
 
 
 class AvailabilitySpec(_Strict):
-    """Whether devices are always on, or follow an on/off process."""
+    """Whether devices are always on, or follow an on/off process.
+
+    The mean on and off periods are in [0.1, 1e9] seconds: a device that comes and goes
+    faster than ten times a second has a flaky link, not an availability pattern.
+    """
 
     kind: Literal["always_on", "on_off"] = "always_on"
-    mean_on_s: PositiveFloat = 3600.0
-    mean_off_s: PositiveFloat = 600.0
+    mean_on_s: Annotated[float, in_range(0.1, MAX_VIRTUAL_S, "s")] = 3600.0
+    mean_off_s: Annotated[float, in_range(0.1, MAX_VIRTUAL_S, "s")] = 600.0
 
 
 class NetworkSpec(_Strict):
@@ -216,18 +304,35 @@ class TracesSpec(_Strict):
 
 
 class StopSpec(_Strict):
-    """When a run ends (whichever comes first)."""
+    """When a run ends (whichever comes first).
 
-    max_rounds: PositiveInt = 10
-    max_virtual_s: PositiveFloat | None = None
-    target_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
+    Ranges: ``max_rounds`` 1 to 10**7; ``max_virtual_s`` in (0, 1e9] s;
+    ``target_accuracy`` in (0, 1].
+    """
+
+    max_rounds: Count = 10
+    max_virtual_s: VirtualSeconds | None = None
+    target_accuracy: Annotated[float, in_range(0, 1, low_open=True)] | None = None
 
 
 class EvaluationSpec(_Strict):
     """How often models are evaluated, and whether user-model accuracy is measured."""
 
-    every: PositiveInt = 1
+    every: Count = 1
     ua: bool = True
+
+
+class CheckpointSpec(_Strict):
+    """When a run writes a checkpoint (docs/reliability.md); ``fedsim resume`` continues it.
+
+    At the round boundary after every ``every_rounds`` rounds, and/or once ``every_wall_s``
+    wall-clock seconds have passed since the last one; ``enabled: false`` writes none.
+    When they are written never changes a result.
+    """
+
+    enabled: bool = True
+    every_rounds: Count | None = None
+    every_wall_s: Annotated[float, in_range(0, MAX_WALL_S, "s", low_open=True)] | None = 60.0
 
 
 class RuntimeSpec(_Strict):
@@ -236,26 +341,36 @@ class RuntimeSpec(_Strict):
     ``vectorize``: ``true`` trains a host call's devices in lock-step (batched), ``false``
     one after another (the bit-exact reference), ``auto`` in lock-step when the model is a
     chain of Linear/ReLU/BatchNorm1d/Flatten (the hand-fused path), one by one otherwise.
+    ``workers`` and ``torch_threads`` are 1 to 1024; ``timeout_s`` (wall clock) is in
+    (0, 1e6] s. ``on_failure`` (Ray): ``fail`` stops the run when a device-host actor dies
+    (the finished rounds and the last checkpoint stay on disk); ``recover`` restarts it and
+    re-runs the lost training, with results identical to an undisturbed run
+    (docs/reliability.md).
     """
 
     kind: Literal["inline", "ray"] = "inline"
-    workers: PositiveInt = 2
+    workers: Annotated[int, Field(gt=0, le=1024)] = 2
     address: str | None = None
-    torch_threads: PositiveInt = 1
+    torch_threads: Annotated[int, Field(gt=0, le=1024)] = 1
     vectorize: bool | Literal["auto"] = "auto"
-    timeout_s: PositiveFloat = 600.0
+    timeout_s: Annotated[float, in_range(0, MAX_WALL_S, "s", low_open=True)] = 600.0
     dashboard: bool = False
+    on_failure: Literal["fail", "recover"] = "fail"
 
 
 class Scenario(_Strict):
-    """A whole scenario file."""
+    """A whole scenario file.
 
-    name: str = "scenario"
-    seed: Annotated[int, Field(ge=0)]
+    ``name`` names the run folder ``runs/<name>-<n>``: 1 to 100 letters, digits or
+    ``. _ + = -``, starting with a letter or digit. ``seed`` is 0 to 2**63 - 1.
+    """
+
+    name: Annotated[str, AfterValidator(_folder_safe)] = "scenario"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     data: DataSpec = DataSpec()
     model: str
     topology: TopologySpec
-    algorithm: ComponentSpec = ComponentSpec(use="fedavg")
+    algorithm: AlgorithmSpec = AlgorithmSpec()
     rounds: RoundsSpec = RoundsSpec()
     availability: AvailabilitySpec = AvailabilitySpec()
     network: NetworkSpec = NetworkSpec()
@@ -265,13 +380,16 @@ class Scenario(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     learning: bool = True
     runtime: RuntimeSpec = RuntimeSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
 
     @model_validator(mode="after")
     def _participants_fit(self) -> Scenario:
         n = self.topology.num_devices()
         k = self.rounds.participants
         if k is not None and k > n:
-            raise ValueError(f"rounds.participants = {k} is larger than the {n} devices")
+            raise _field_error(
+                ("rounds", "participants"), f"{k} is larger than the {n} devices of the topology", k
+            )
         if self.learning and self.data.samples_per_device is not None:
             raise _field_error(
                 ("data", "samples_per_device"),
@@ -291,6 +409,15 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def short_repr(value: object, limit: int = 80) -> str:
+    """Return ``repr(value)``, cut to ``limit`` characters (an error line stays one line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"an integer of {value.bit_length() if isinstance(value, int) else '?'} bits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validation_problems(source: str, exc: ValidationError) -> list[str]:
     """Turn a pydantic error into one line per problem: ``file: field: message``."""
     lines = []
@@ -300,38 +427,62 @@ def validation_problems(source: str, exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and err["type"] not in ("missing",):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {short_repr(err['input'])})"
         lines.append(f"{source}: {_format_loc(loc)}: {msg}")
     return lines
+
+
+def _set_one(out: dict[str, Any], item: str, source: str) -> str | None:
+    """Apply one ``key.path=value`` override to ``out`` in place; return a problem or None."""
+    if "=" not in item:
+        return f"--set {item}: expected key.path=value"
+    path, text = item.split("=", 1)
+    keys = path.strip().split(".")
+    if "" in keys:
+        return f"--set {item}: expected key.path=value, with no empty key in the path"
+    try:
+        value = load_yaml_text(text, f"--set {item}")
+    except InputError as exc:
+        return exc.problems[0]
+    node: Any = out
+    for depth, key in enumerate(keys):
+        here = ".".join(keys[:depth]) or "(top level)"
+        last = depth == len(keys) - 1
+        if isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        elif isinstance(node, list):
+            if not (key.isascii() and key.isdigit()) or int(key) >= len(node):
+                span = f"index 0..{len(node) - 1}" if node else "no index: it is empty"
+                return (
+                    f"--set {item}: no such place in {source}: {here} is a list of "
+                    f"{len(node)} item(s), {span} (got {key!r})"
+                )
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        else:
+            return (
+                f"--set {item}: no such place in {source}: {here} holds {node!r}, "
+                f"not a section with keys (so no {key!r} under it)"
+            )
+    return None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``key.path=value`` overrides applied.
 
     Values are parsed as YAML scalars (``3`` is an int, ``0.5`` a float, ``null`` None).
-    List items are addressed by index (``topology.edges.0.devices.1.count=5``).
+    List items are addressed by index (``topology.edges.0.devices.1.count=5``). A missing
+    key makes a section (the schema then says whether it belongs); a path through a plain
+    value, a list index out of range or an unreadable value is a problem naming the
+    ``--set`` item and the file.
     """
     out = copy.deepcopy(raw)
-    problems = []
-    for item in overrides:
-        if "=" not in item:
-            problems.append(f"--set {item}: expected key.path=value")
-            continue
-        path, value = item.split("=", 1)
-        keys = path.strip().split(".")
-        node: Any = out
-        try:
-            for key in keys[:-1]:
-                node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-            last = keys[-1]
-            if isinstance(node, list):
-                node[int(last)] = parse_scalar(value)
-            elif isinstance(node, dict):
-                node[last] = parse_scalar(value)
-            else:
-                raise TypeError
-        except (ValueError, IndexError, TypeError, KeyError):
-            problems.append(f"--set {item}: no such place in {source}")
+    problems = [p for item in overrides if (p := _set_one(out, item, source)) is not None]
     if problems:
         raise InputError(problems)
     return out
@@ -364,6 +515,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     """
     path = Path(path)
     raw = load_yaml_file(path)
+    if not isinstance(raw, dict):
+        empty = " (the file is empty)" if raw is None else ""
+        raise InputError(f"{path}: (top level): expected a mapping of scenario keys{empty}")
     if overrides:
         raw = apply_overrides(raw, overrides, str(path))
     return scenario_from_dict(raw, str(path))

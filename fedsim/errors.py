@@ -20,5 +20,19 @@ class InputError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+def naming(source: str, exc: InputError) -> InputError:
+    """Return ``exc`` with ``source`` (the scenario file) in front of each of its lines.
+
+    For errors raised by code that does not know the file (a partition, a dataset's
+    options). Lines already starting with ``source``, and indented continuation lines,
+    are kept as they are.
+    """
+    lines = [
+        line if line.startswith((f"{source}:", " ")) else f"{source}: {line}"
+        for line in exc.problems
+    ]
+    return InputError(lines)
+
+
 class RuntimeFailure(Exception):
     """A failure of the compute runtime (a dead actor, a time-out), named precisely."""

@@ -11,6 +11,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedsim.bounds import (
+    MAX_FLOPS,
+    MAX_LOG_SIGMA,
+    MAX_MBPS,
+    MAX_WATTS,
+    MIN_FLOPS,
+    MIN_MBPS,
+    in_range,
+)
 from fedsim.config import validation_problems
 from fedsim.errors import InputError
 from fedsim.yamlio import load_yaml_file
@@ -22,8 +31,6 @@ PROFILE_SUFFIX = ".yaml"
 TRAINING_FLOPS_PER_FORWARD = 3.0  # forward + backward ~ 3x the forward FLOPs
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 Source = Annotated[str, Field(min_length=1)]
 
 
@@ -34,51 +41,86 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class PositiveValue(_Strict):
-    """A positive number with its source."""
+# Each profile number has a physical range (fedsim/bounds.py says why); a value outside,
+# inf or nan included, is an error naming the file and the field.
 
-    value: PositiveFloat
+
+class MbpsValue(_Strict):
+    """A bandwidth or capacity, Mbps, in [1e-3, 1e6], with its source."""
+
+    value: Annotated[float, in_range(MIN_MBPS, MAX_MBPS, "Mbps")]
     source: Source
 
 
-class NonNegativeValue(_Strict):
-    """A non-negative number (a spread) with its source."""
+class SigmaValue(_Strict):
+    """The log-sigma of a lognormal factor (a spread), in [0, 5], with its source."""
 
-    value: NonNegativeFloat
+    value: Annotated[float, in_range(0, MAX_LOG_SIGMA)]
+    source: Source
+
+
+class FlopRateValue(_Strict):
+    """An effective training FLOP rate in [1e3, 1e18] FLOP/s, with its source."""
+
+    value: Annotated[float, in_range(MIN_FLOPS, MAX_FLOPS, "FLOP/s")]
+    source: Source
+
+
+class StepOverheadValue(_Strict):
+    """The fixed seconds of one training step, in [0, 3600], with its source."""
+
+    value: Annotated[float, in_range(0, 3600, "s")]
+    source: Source
+
+
+class WattsValue(_Strict):
+    """An electrical power in (0, 1e4] W, with its source."""
+
+    value: Annotated[float, in_range(0, MAX_WATTS, "W", low_open=True)]
+    source: Source
+
+
+class RttValue(_Strict):
+    """A round-trip time in (0, 1e5] ms (up to 100 s), with its source."""
+
+    value: Annotated[float, in_range(0, 1e5, "ms", low_open=True)]
     source: Source
 
 
 class ByteCount(_Strict):
-    """A positive whole number of bytes with its source."""
+    """A positive whole number of bytes (at most 2**60, an exbibyte) with its source."""
 
-    value: Annotated[int, Field(gt=0)]
+    value: Annotated[int, Field(gt=0, le=2**60)]
     source: Source
 
 
 class MeasuredSpec(_Strict):
-    """Measured seconds per training batch of one named model."""
+    """Measured seconds per training batch of one named model.
 
-    batch_size: Annotated[int, Field(gt=0)]
-    s_per_batch: PositiveFloat
+    ``batch_size`` is 1 to 10**6 samples; ``s_per_batch`` above 0 and at most 1e6 s.
+    """
+
+    batch_size: Annotated[int, Field(gt=0, le=10**6)]
+    s_per_batch: Annotated[float, in_range(0, 1e6, "s", low_open=True)]
     source: Source
 
 
 class ComputeSpec(_Strict):
     """Training speed: effective FLOP rate, per-step overhead, jitter, measured models."""
 
-    flops_per_s: PositiveValue
-    overhead_s_per_step: NonNegativeValue
-    jitter_sigma: NonNegativeValue
+    flops_per_s: FlopRateValue
+    overhead_s_per_step: StepOverheadValue
+    jitter_sigma: SigmaValue
     measured: dict[str, MeasuredSpec] = {}
 
 
 class PowerSpec(_Strict):
-    """Electrical power in each activity, watts."""
+    """Electrical power in each activity, watts (above 0, at most 1e4)."""
 
-    compute: PositiveValue
-    transmit: PositiveValue
-    receive: PositiveValue
-    idle: PositiveValue
+    compute: WattsValue
+    transmit: WattsValue
+    receive: WattsValue
+    idle: WattsValue
 
 
 class DeviceFile(_Strict):
@@ -95,8 +137,8 @@ class DeviceFile(_Strict):
 class BandwidthSpec(_Strict):
     """A lognormal bandwidth: median (Mbps) and sigma of its logarithm."""
 
-    median: PositiveValue
-    sigma: NonNegativeValue
+    median: MbpsValue
+    sigma: SigmaValue
 
 
 class SharedCapacitySpec(_Strict):
@@ -105,8 +147,8 @@ class SharedCapacitySpec(_Strict):
     The medium is e.g. a WiFi access point, a cell sector or the edge's backhaul line.
     """
 
-    up: PositiveValue
-    down: PositiveValue
+    up: MbpsValue
+    down: MbpsValue
 
 
 class LinkFile(_Strict):
@@ -120,9 +162,9 @@ class LinkFile(_Strict):
     description: Source
     up_mbps: BandwidthSpec
     down_mbps: BandwidthSpec
-    rtt_ms: PositiveValue
+    rtt_ms: RttValue
     shared_mbps: SharedCapacitySpec | None = None
-    device_sigma: NonNegativeValue | None = None
+    device_sigma: SigmaValue | None = None
 
 
 # --------------------------------------------------------------------------- dataclasses

@@ -6,6 +6,26 @@ import importlib
 from collections.abc import Mapping
 
 
+def module_to_import(name: str, builtins: Mapping[str, str]) -> str | None:
+    """Return the module :func:`resolve` imports for a ``package.module:Class`` name.
+
+    Parameters
+    ----------
+    name : str
+        A built-in alias (a key of ``builtins``) or ``package.module:Class``.
+    builtins : Mapping[str, str]
+        Alias -> ``package.module:Class``.
+
+    Returns
+    -------
+    str or None
+        ``package.module``; None for a built-in alias or a name of neither form.
+    """
+    if name in builtins or ":" not in name:
+        return None
+    return name.partition(":")[0]
+
+
 def resolve(name: str, builtins: Mapping[str, str], what: str) -> type:
     """Return the class that ``name`` refers to.
 

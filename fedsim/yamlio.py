@@ -52,6 +52,9 @@ def load_yaml_text(text: str, source: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"{source}: {where}: unreadable YAML: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, deep nesting
+        problem = str(exc).split(";")[0] or type(exc).__name__
+        raise InputError(f"{source}: unreadable YAML: {problem}") from None
 
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:

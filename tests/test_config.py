@@ -124,7 +124,7 @@ def test_samples_options_are_checked(tmp_path):
     text = VALID + "learning: false\ndata: {samples_per_device: 0, samples_sigma: -1}\n"
     joined = "\n".join(problems(tmp_path, text))
     assert "data.samples_per_device: Input should be greater than 0" in joined
-    assert "data.samples_sigma: Input should be greater than or equal to 0" in joined
+    assert "data.samples_sigma: expected a number in [0, 5] (got -1)" in joined
     lines = problems(tmp_path, VALID + "learning: false\ndata: {samples_sigma: 0.5}\n")
     assert lines == [
         f"{tmp_path / 's.yaml'}: data.samples_sigma: needs data.samples_per_device (got 0.5)"

@@ -400,9 +400,17 @@ def test_link_shared_capacity_and_device_sigma_parse(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("value: 75.0", "value: -75.0", "shared_mbps.up.value: Input should be greater than 0"),
-        ("value: 150.0", "value: 0.0", "shared_mbps.down.value: Input should be greater than 0"),
-        ("value: 0.4", "value: -0.4", "device_sigma.value: Input should be greater than or equal"),
+        (
+            "value: 75.0",
+            "value: -75.0",
+            "shared_mbps.up.value: expected a number in [0.001, 1e+06] Mbps (got -75.0)",
+        ),
+        (
+            "value: 150.0",
+            "value: 0.0",
+            "shared_mbps.down.value: expected a number in [0.001, 1e+06] Mbps (got 0.0)",
+        ),
+        ("value: 0.4", "value: -0.4", "device_sigma.value: expected a number in [0, 5] (got -0.4)"),
         ("value: 0.4,", 'value: "wide",', "device_sigma.value: "),
         (SHARED_DOWN, "down: {value: 150.0}", "shared_mbps.down.source: Field required"),
         (SHARED_UP, 'up: {value: 75.0, source: ""}', "shared_mbps.up.source: "),
@@ -455,7 +463,7 @@ def test_all_problems_across_files_collected(tmp_path: Path) -> None:
         f"{device_path}: name: expected 'board' (the file name stem), got 'other'",
         f"{device_path}: tier: ",
         f"{device_path}: memory_bytes.value: ",
-        f"{device_path}: power_w.compute.value: Input should be greater than 0",
+        f"{device_path}: power_w.compute.value: expected a number in (0, 10000] W (got -6.4)",
         f"{device_path}: colour: unknown key",
         f"{link_path}: up_mbps.median.value: ",
         f"{link_path}: rtt_ms: Field required",

@@ -1,12 +1,26 @@
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from fedsim.errors import InputError
-from fedsim.sweep import SweepError, parse_grid, plan_sweep, run_id_for, run_sweep
+from fedsim.sweep import (
+    SweepError,
+    SweepProgress,
+    end_processes,
+    format_progress,
+    parse_grid,
+    plan_sweep,
+    run_id_for,
+    run_sweep,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
@@ -125,3 +139,101 @@ def test_sweep_validates_every_combination_before_running(tmp_path):
     assert any("participants=999" in p and "larger than the 30 devices" in p for p in problems)
     assert any(p.startswith("[rounds.participants=0]") for p in problems)
     assert not (out / "runs").exists()  # nothing started
+
+
+def _processes_under(folder: Path) -> list[int]:
+    """Return the pids of processes whose command line names a path under ``folder``."""
+    needle = str(folder).encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if any(needle in a for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _wait_for(condition, timeout_s: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@needs_cli
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
+def test_sweep_stops_on_sigint_to_its_group_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "fedsim", "sweep", str(QUICKSTART), "--seeds", "4"]
+    cmd += ["--parallel", "2", "--out", str(out)] + [a for s in FAST for a in ("--set", s)]
+    # its own process group, as a shell gives a foreground job: Ctrl-C signals the group
+    sweep = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def one_done_and_two_running() -> bool:  # one of the two running has just started
+            index = out / "index.csv"
+            done = index.is_file() and any(r["status"] == "done" for r in _index(out))
+            return done and len(_processes_under(out / "runs")) >= 2
+
+        _wait_for(one_done_and_two_running, 120, sweep)
+        t0 = time.monotonic()
+        os.killpg(sweep.pid, signal.SIGINT)
+        _, stderr = sweep.communicate(timeout=10)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert stopped_s <= 10 and sweep.returncode == 130, stderr
+    assert _processes_under(out) == []  # no run left behind
+    rows = _index(out)
+    statuses = [r["status"] for r in rows]
+    assert "done" in statuses and "interrupted" in statuses, statuses
+    assert set(statuses) <= {"done", "interrupted", "not run"}
+    assert "sweep: 4 of 4 runs to run" in stderr and "1/4 runs done" in stderr
+    assert "ETA" in stderr and "run the same command again to resume" in stderr
+    kept = {
+        r["run_id"]: (out / r["run_dir"] / "run.json").stat().st_mtime_ns
+        for r in rows
+        if r["status"] == "done"
+    }
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = _index(out)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    for run_id, mtime in kept.items():  # finished runs were kept, not run again
+        assert (out / "runs" / run_id / "run.json").stat().st_mtime_ns == mtime
+    assert "4/4 runs done" in again.stderr
+    assert not list((out / "runs").glob(".*"))  # no temporary folder left
+
+
+def test_end_processes_interrupts_then_kills():
+    code = "import signal, time; {} print('ready', flush=True); time.sleep(60)"
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL, "text": True}
+    polite = subprocess.Popen([sys.executable, "-c", code.format("")], **pipes)
+    ignoring = "signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    stubborn = subprocess.Popen([sys.executable, "-c", code.format(ignoring)], **pipes)
+    for proc in (polite, stubborn):  # handlers in place
+        assert proc.stdout.readline() == "ready\n"
+    t0 = time.monotonic()
+    end_processes([polite, stubborn], grace_s=1.0, settle_s=0.1)
+    assert time.monotonic() - t0 < 3
+    assert polite.returncode == -signal.SIGINT  # died of SIGINT (KeyboardInterrupt)
+    assert stubborn.returncode == -signal.SIGKILL
+    for proc in (polite, stubborn):
+        proc.stdout.close()
+
+
+def test_format_progress():
+    start = SweepProgress(12, 4, 0, None, "started", 0.0, 0.0, None)
+    assert format_progress(start) == "sweep: 8 of 12 runs to run (4 already done)"
+    p = SweepProgress(12, 6, 1, "k=3__seed=2", "done", 41.2, 90.0, 250.0)
+    assert format_progress(p) == (
+        "sweep: 6/12 runs done, 1 failed; k=3__seed=2 done after 41 s; ETA 4 min 10 s"
+    )

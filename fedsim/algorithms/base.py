@@ -72,6 +72,20 @@ class Algorithm(ABC):
     def steps(self, num_samples: int) -> list[int]:
         """Return the batch size of every local step of a device with ``num_samples``."""
 
+    def largest_batch(self, num_samples: int) -> int:
+        """Return the largest batch of a device with ``num_samples`` (1 when it has none).
+
+        The default scans :meth:`steps`; override it when that list could be long.
+        """
+        return max(self.steps(num_samples), default=1)
+
+    def num_steps(self, num_samples: int) -> int:
+        """Return how many local steps a device with ``num_samples`` takes a round.
+
+        The default counts :meth:`steps`; override it when that list could be long.
+        """
+        return len(self.steps(num_samples))
+
     @abstractmethod
     def train(
         self,

@@ -9,17 +9,22 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.bounds import in_range
 from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop, train_vectorized
 
 
 class FedAvgParams(BaseModel):
-    """FedAvg's scenario parameters."""
+    """FedAvg's scenario parameters.
+
+    Ranges: ``lr`` in (0, 100] (SGD step sizes in practice are 1e-4 to 1; far beyond,
+    the weights overflow float32); ``local_epochs`` 1 to 1000; ``batch_size`` 1 to 10**6.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    lr: Annotated[float, Field(gt=0)] = 0.1
-    local_epochs: Annotated[int, Field(gt=0)] = 1
-    batch_size: Annotated[int, Field(gt=0)] = 20
+    lr: Annotated[float, in_range(0, 100, low_open=True)] = 0.1
+    local_epochs: Annotated[int, Field(gt=0, le=1000)] = 1
+    batch_size: Annotated[int, Field(gt=0, le=10**6)] = 20
 
 
 class FedAvg(Algorithm):
@@ -39,6 +44,14 @@ class FedAvg(Algorithm):
         b = self.params.batch_size
         full, rest = divmod(num_samples, b)
         return ([b] * full + ([rest] if rest else [])) * self.params.local_epochs
+
+    def largest_batch(self, num_samples: int) -> int:
+        """Return ``min(batch_size, num_samples)`` (1 when there are no samples)."""
+        return min(self.params.batch_size, num_samples) or 1
+
+    def num_steps(self, num_samples: int) -> int:
+        """Return ``local_epochs * ceil(num_samples / batch_size)`` (without the list)."""
+        return -(-num_samples // self.params.batch_size) * self.params.local_epochs
 
     def train(
         self,

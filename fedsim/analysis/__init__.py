@@ -3,6 +3,7 @@
 from fedsim.analysis.load import (
     RunData,
     RunSet,
+    config_labels,
     device_rounds_frame,
     device_ua_frame,
     is_run_dir,
@@ -14,9 +15,11 @@ from fedsim.analysis.load import (
     rounds_frame,
 )
 from fedsim.analysis.metrics import (
+    MIN_SEEDS_FOR_CI,
     NOT_REACHED,
     MeanCI,
     mean_ci,
+    metric_range,
     rounds_to_target,
     target_frame,
     target_summary,
@@ -45,10 +48,12 @@ from fedsim.analysis.tables import (
 )
 
 __all__ = [
+    "MIN_SEEDS_FOR_CI",
     "NOT_REACHED",
     "MeanCI",
     "RunData",
     "RunSet",
+    "config_labels",
     "critical_devices",
     "critical_path",
     "critical_path_table",
@@ -61,6 +66,7 @@ __all__ = [
     "load_runs",
     "load_sweep",
     "mean_ci",
+    "metric_range",
     "plot_cumulative",
     "plot_curves",
     "plot_device_timeline",

@@ -17,6 +17,7 @@ __all__ = [
     "load_run",
     "load_runs",
     "load_sweep",
+    "config_labels",
     "is_run_dir",
     "is_sweep_dir",
     "rounds_frame",
@@ -59,6 +60,9 @@ class RunData:
         ``device_ua.csv`` (empty with the right columns if the file is missing).
     params : dict of str to str
         Grid values of this run within a sweep (empty for a lone run).
+    config : str
+        The configuration's label among loose runs (see :func:`load_runs`); empty for
+        the scenario name.
     """
 
     run_dir: Path
@@ -68,6 +72,7 @@ class RunData:
     device_rounds: pd.DataFrame
     device_ua: pd.DataFrame
     params: dict[str, str] = field(default_factory=dict)
+    config: str = ""
 
     @property
     def seed(self) -> int:
@@ -89,7 +94,7 @@ class RunData:
         """Return a label naming the run's configuration without its seed."""
         if self.params:
             return ", ".join(f"{_short_key(k)}={v}" for k, v in self.params.items())
-        return str(self.scenario.get("name", self.run_id))
+        return self.config or str(self.scenario.get("name", self.run_id))
 
 
 @dataclass
@@ -220,8 +225,9 @@ def load_runs(paths: Iterable[str | Path], labels: Sequence[str] | None = None) 
         Run folders.
     labels : sequence of str, optional
         A configuration label per run (runs sharing a label are seeds of one
-        configuration); stored as the grid key ``config``. Without labels runs are
-        grouped by scenario name.
+        configuration); stored as the grid key ``config``. Without labels, runs whose
+        resolved scenarios (``run.json``) are equal but for the seed are seeds of one
+        configuration (see :func:`config_labels`).
 
     Returns
     -------
@@ -234,7 +240,97 @@ def load_runs(paths: Iterable[str | Path], labels: Sequence[str] | None = None) 
     for i, p in enumerate(paths):
         params = {"config": str(labels[i])} if labels is not None else None
         runs.append(load_run(p, params=params))
+    if labels is None:
+        for run, label in zip(runs, config_labels(runs), strict=True):
+            run.config = label
     return RunSet(runs=runs, grid_keys=["config"] if labels is not None else [])
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Return a nested dict or list as ``{"a.b.0.c": leaf}``."""
+    if isinstance(value, dict) and value:
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list) and value:
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for k, v in items:
+        flat.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return flat
+
+
+def _scenario_key(run: RunData) -> str:
+    """Return the run's resolved scenario without its seed, as canonical JSON."""
+    scenario = {k: v for k, v in run.scenario.items() if k != "seed"}
+    return json.dumps(scenario, sort_keys=True, default=str)
+
+
+def config_labels(runs: Sequence[RunData], max_fields: int = 3) -> list[str]:
+    """Return a configuration label per run: equal labels for equal scenarios but the seed.
+
+    Runs are seeds of one configuration when their resolved scenarios (``run.json``) are
+    equal once the seed is removed. A configuration is labelled by its scenario name;
+    when configurations share a name, the label adds the fields in which they differ,
+    e.g. ``quickstart [participants=5, deadline_s=0.8]`` (at most ``max_fields``, then
+    ``#2``, ``#3``... in order of first appearance).
+
+    Parameters
+    ----------
+    runs : sequence of RunData
+        The runs.
+    max_fields : int
+        Most differing fields to name in a label.
+
+    Returns
+    -------
+    list of str
+        One label per run, in order.
+    """
+    keys = [_scenario_key(r) for r in runs]
+    first: dict[str, RunData] = {}
+    for key, run in zip(keys, runs, strict=True):
+        first.setdefault(key, run)
+    by_name: dict[str, list[str]] = {}
+    for key, run in first.items():
+        by_name.setdefault(str(run.scenario.get("name", run.run_id)), []).append(key)
+    label: dict[str, str] = {}
+    for name, group in by_name.items():
+        if len(group) == 1:
+            label[group[0]] = name
+            continue
+        flat = [_flatten(json.loads(k)) for k in group]
+        every = list(dict.fromkeys(f for d in flat for f in d))
+        fields = [f for f in every if _differs(flat, f)]
+        short = _unique_suffixes(fields[:max_fields], every)
+        for i, (key, d) in enumerate(zip(group, flat, strict=True)):
+            parts = [f"{short[f]}={d.get(f)}" for f in fields[:max_fields]]
+            named = len(fields) <= max_fields
+            label[key] = f"{name} [{', '.join(parts)}]" if named else f"{name} #{i + 1}"
+    return [label[k] for k in keys]
+
+
+def _unique_suffixes(fields: Sequence[str], among: Sequence[str]) -> dict[str, str]:
+    """Return each dotted path's shortest suffix that no other path of ``among`` ends with.
+
+    A suffix starts with a name, not a list index (``edges.0.count``, not ``0.count``).
+    """
+    out = {}
+    for f in fields:
+        parts = f.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if parts[-n].isdigit() and n < len(parts):  # name the list: edges.0, not 0
+                continue
+            if not any(g != f and (g == tail or g.endswith("." + tail)) for g in among):
+                break
+        out[f] = tail
+    return out
+
+
+def _differs(flat: list[dict[str, Any]], field: str) -> bool:
+    values = [json.dumps(d.get(field), sort_keys=True, default=str) for d in flat]
+    return len(set(values)) > 1
 
 
 def load_sweep(path: str | Path, complete_only: bool = True) -> RunSet:

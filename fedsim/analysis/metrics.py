@@ -12,9 +12,11 @@ import pandas as pd
 from fedsim.analysis.load import RunData, RunSet
 
 __all__ = [
+    "MIN_SEEDS_FOR_CI",
     "NOT_REACHED",
     "MeanCI",
     "mean_ci",
+    "metric_range",
     "time_to_target",
     "rounds_to_target",
     "target_frame",
@@ -23,6 +25,42 @@ __all__ = [
 
 #: What tables show where a target was not reached (never a silent NaN).
 NOT_REACHED = "not reached"
+#: Fewest seeds for which a Student-t interval is shown; with fewer (t(0.975, 1) = 12.7),
+#: tables and plots show the min–max over the seeds instead.
+MIN_SEEDS_FOR_CI = 3
+
+_UNIT_INTERVAL = ("accuracy", "ua_mean", "ua_p10", "ua_p50", "ua_p90", "final_accuracy")
+_NON_NEGATIVE = ("loss", "rounds", "round_index", "participants", "completed", "stragglers")
+_NON_NEGATIVE_SUFFIXES = ("_s", "_j", "_kj", "_mb", "_gb", "_pct")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """Return the physical range of a quantity of the result files, by its column name.
+
+    Accuracies (``accuracy``, ``ua_*``, ``final_*accuracy``) lie in [0, 1]; times
+    (``*_s``), energies (``*_j``), bytes, losses, counts and shares are non-negative;
+    anything else is unbounded.
+
+    Parameters
+    ----------
+    metric : str
+        A column name, e.g. ``accuracy``, ``round_time_s``, ``cum_bytes``, ``energy_j``.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``, either possibly infinite.
+    """
+    if metric in _UNIT_INTERVAL or metric.startswith("ua_") or metric.endswith("accuracy"):
+        return 0.0, 1.0
+    if (
+        metric in _NON_NEGATIVE
+        or metric.endswith(_NON_NEGATIVE_SUFFIXES)
+        or "bytes" in metric
+        or "energy" in metric
+    ):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def _rounds_of(run: RunData | pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +134,8 @@ class MeanCI:
     """A sample mean with a two-sided Student-t confidence interval.
 
     ``low`` and ``high`` equal ``mean`` for a single value (no spread can be estimated);
-    all are NaN for an empty sample.
+    all are NaN for an empty sample. ``low`` and ``high`` may have been clipped to a
+    physical range (see :func:`mean_ci`), so the interval need not be symmetric.
     """
 
     mean: float
@@ -111,7 +150,11 @@ class MeanCI:
         return (self.high - self.low) / 2
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> MeanCI:
+def mean_ci(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> MeanCI:
     """Return the mean of ``values`` and its Student-t confidence interval.
 
     Parameters
@@ -120,6 +163,9 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> M
         One value per seed.
     confidence : float
         Two-sided coverage, e.g. 0.95.
+    bounds : tuple of float, optional
+        The quantity's physical range (e.g. :func:`metric_range`): the interval is
+        clipped to it (with 2 seeds a 95 % interval of an accuracy easily spans -1 to 2).
     """
     arr = np.asarray(values, dtype=float)
     n = int(arr.size)
@@ -132,7 +178,10 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> M
     from scipy.stats import t as student_t  # imported here: scipy.stats is slow to load
 
     half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * sem
-    return MeanCI(mean, mean - half, mean + half, n, confidence)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return MeanCI(mean, low, high, n, confidence)
 
 
 def _runs_list(runs: RunSet | Sequence[RunData]) -> tuple[list[RunData], list[str]]:
@@ -193,9 +242,10 @@ def target_summary(
     pandas.DataFrame
         One row per configuration: the ``by`` columns, ``n_runs``, ``n_reached``,
         ``status`` (``"reached"``, ``"partly reached"`` or ``"not reached"``), and for
-        ``time_s`` and ``rounds``: ``*_mean``, ``*_ci_low``, ``*_ci_high`` over the
-        seeds that reached the target. With ``status == "not reached"`` these are NaN
-        and the status string says so; tables show the string, never the NaN.
+        ``time_s`` and ``rounds``: ``*_mean``, ``*_ci_low``, ``*_ci_high`` (clipped to
+        0 s and 1 round), ``*_min`` and ``*_max`` over the seeds that reached the
+        target. With ``status == "not reached"`` these are NaN and the status string
+        says so; tables show the string, never the NaN.
     """
     per_run = target_frame(runs, metric, target)
     _, keys = _runs_list(runs)
@@ -214,8 +264,15 @@ def target_summary(
         )
         row: dict[str, object] = dict(zip(by, values, strict=True))
         row.update(n_runs=n_runs, n_reached=n_reached, status=status)
-        for col in ("time_s", "rounds"):
-            ci = mean_ci(reached[col].to_numpy(dtype=float), confidence)
+        for col, floor in (("time_s", 0.0), ("rounds", 1.0)):
+            vals = reached[col].to_numpy(dtype=float)
+            ci = mean_ci(vals, confidence, bounds=(floor, math.inf))
             row.update({f"{col}_mean": ci.mean, f"{col}_ci_low": ci.low, f"{col}_ci_high": ci.high})
+            row.update(
+                {
+                    f"{col}_min": float(vals.min()) if vals.size else math.nan,
+                    f"{col}_max": float(vals.max()) if vals.size else math.nan,
+                }
+            )
         out_rows.append(row)
     return pd.DataFrame(out_rows)

@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from fedsim.analysis.load import RunData, RunSet, rounds_frame
-from fedsim.analysis.metrics import mean_ci
+from fedsim.analysis.metrics import MIN_SEEDS_FOR_CI, mean_ci, metric_range
 from fedsim.analysis.tables import PHASE_LABELS, PHASES, time_breakdown
 
 __all__ = [
@@ -112,8 +112,16 @@ def save_figure(
     return written
 
 
-def _band(values: np.ndarray, band: str, confidence: float) -> tuple[np.ndarray, ...]:
-    """Return mean, low and high over axis 0 (seeds) per column, ignoring NaN."""
+def _band(
+    values: np.ndarray,
+    band: str,
+    confidence: float,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[np.ndarray, ...]:
+    """Return mean, low and high over axis 0 (seeds) per column, ignoring NaN.
+
+    ``low`` and ``high`` are clipped to ``bounds``, the quantity's physical range.
+    """
     cols = values.shape[1]
     mean, low, high = (np.full(cols, np.nan) for _ in range(3))
     for j in range(cols):
@@ -123,9 +131,18 @@ def _band(values: np.ndarray, band: str, confidence: float) -> tuple[np.ndarray,
         if band == "minmax":
             mean[j], low[j], high[j] = col.mean(), col.min(), col.max()
         else:
-            ci = mean_ci(col, confidence)
+            ci = mean_ci(col, confidence, bounds)
             mean[j], low[j], high[j] = ci.mean, ci.low, ci.high
-    return mean, low, high
+    return mean, np.clip(low, *bounds), np.clip(high, *bounds)
+
+
+def _seeds_note(n_seeds: int, band: str, drawn: str) -> str:
+    """Return the legend's note on the seeds and, if it differs from ``band``, the band."""
+    if n_seeds < 2:
+        return ""
+    if drawn != band:
+        return f" ({n_seeds} seeds, band min–max)"
+    return f" ({n_seeds} seeds)"
 
 
 def _series_on_grid(frame: pd.DataFrame, ycol: str, xcol: str, grid: np.ndarray) -> np.ndarray:
@@ -170,6 +187,10 @@ def plot_metric(
         Configuration columns; default the grid keys, else ``label``.
     band : {"ci", "minmax", "none"}
         Student-t interval of the mean over seeds, min-max over seeds, or no band.
+        Bands are clipped to the metric's physical range (accuracies in [0, 1]; times,
+        bytes and energy at least 0: :func:`fedsim.analysis.metrics.metric_range`). A
+        configuration with fewer than 3 seeds gets the min-max band instead of ``ci`` (a
+        95 % interval over 2 seeds is ±12.7 standard errors); its legend says so.
     confidence : float
         Coverage of the ``ci`` band.
     ax : Axes, optional
@@ -186,6 +207,8 @@ def plot_metric(
     rs = _as_runset(runs)
     by = _by(rs, by)
     xcol = _X_COLUMNS[x]
+    low_bound, high_bound = metric_range(metric)
+    bounds = (low_bound / scale, high_bound / scale)
     fig, ax = _new_axes(ax)
     frame = rounds_frame(rs.runs, rs.grid_keys)
     if not frame.empty:
@@ -210,10 +233,11 @@ def plot_metric(
                 xs = np.unique(g[xcol].to_numpy(float))
                 grid = xs[(xs >= spans["min"].max()) & (xs <= spans["max"].min())]
                 mat = _series_on_grid(g, metric, xcol, grid)
-            mean, low, high = _band(mat, band, confidence)
-            color = f"C{i % 10}"
             n_seeds = g["run_id"].nunique()
-            label = _group_label(by, values) + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
+            kind = "minmax" if band == "ci" and n_seeds < MIN_SEEDS_FOR_CI else band
+            mean, low, high = _band(mat, kind, confidence, bounds)
+            color = f"C{i % 10}"
+            label = _group_label(by, values) + _seeds_note(n_seeds, band, kind)
             drawstyle = "steps-post" if x == "time" else "default"
             marker = "o" if x == "round" and len(grid) <= 30 else None
             ax.plot(
@@ -719,8 +743,11 @@ def _bar(
 def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None = None) -> Figure:
     """Gantt chart of one round: each device's phases, and offloaded work on edge lanes.
 
-    Each device's lane shows, in the order they happened, the idle fetch of the edge's
-    model (when the run records ``fetch_s``), download, compute, upload and wait.
+    Each device's lane, labelled ``id · profile/link`` (and the plan when offloaded),
+    shows in the order they happened the idle fetch of the edge's model (when the run
+    records ``fetch_s``), download, compute, upload and wait. Lanes shrink so that the
+    chart stays under about 12 inches (1,200 px at the report's 100 dpi) however many
+    devices the round has; past about 100 lanes only every n-th lane is labelled.
     Stragglers are outlined in red, drop-outs end in a red cross, discarded reports
     (over-selection) are outlined in orange, devices that cannot hold the model (``oom``)
     are a purple diamond at their start; the dashed red line is the round deadline
@@ -740,9 +767,15 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
     run : RunData
         One run.
     round : int, optional
-        The ``round`` value to draw; default :func:`pick_timeline_round`.
+        The ``round`` value of ``device_rounds.csv`` to draw (fedsim numbers rounds from
+        0); default :func:`pick_timeline_round`.
     ax : Axes, optional
-        Draw into this axes.
+        Draw into this axes (the legend then goes to its right; on a new figure it goes
+        below the chart).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     rnd = pick_timeline_round(run) if round is None else round
     dr = device_rounds_with_plans(run)
@@ -764,7 +797,9 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
     lane_h = {e: max(1.0, h) for e, h in lane_h.items()}
     n = len(records)
     extent = n + sum(lane_h.values()) + 0.4 * len(lane_ids)
-    fig, ax = _new_axes(ax, (9.0, max(2.5, 0.28 * extent + 1.5)))
+    own_figure = ax is None
+    pitch = _lane_pitch_in(extent)
+    fig, ax = _new_axes(ax, (9.0, max(3.0, pitch * extent + 2.6)))
     if n == 0:
         ax.text(
             0.5,
@@ -824,11 +859,9 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
         if status == "dropped" and math.isfinite(end):
             ax.plot([end], [y], marker="X", color="#d62728", markersize=8, linestyle="none")
     rr = run.rounds[run.rounds["round"] == rnd] if "round" in run.rounds else run.rounds.iloc[:0]
-    ticks: list[float] = list(range(n))
-    labels = [
-        f"{d} · {p}" if p != "local" else str(d)
-        for d, p in zip(rows["device_id"], plans, strict=True)
-    ]
+    step = _label_step(pitch)
+    ticks: list[float] = list(range(0, n, step))
+    labels = [_device_label(rec, plan) for rec, plan in zip(records, plans, strict=True)][::step]
     cursor = n - 0.5 + 0.3
     if lane_ids:
         ax.axhline(cursor - 0.15, color="#636363", linewidth=0.8)
@@ -873,8 +906,8 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
         ticks.append(centre)
         labels.append(f"edge {names.get(e, e)}")
         cursor += h + 0.4
-    ax.set_yticks(ticks, labels, fontsize="small")
-    for label in ax.get_yticklabels()[n:]:
+    ax.set_yticks(ticks, labels, fontsize=min(8.0, max(5.0, 0.8 * 72 * pitch * step)))
+    for label in ax.get_yticklabels()[len(range(0, n, step)) :]:
         label.set_fontweight("bold")
     ax.set_ylim(cursor - 0.2 if lane_ids else n - 0.5, -0.6)
     round_start = float(rr["round_start_s"].iloc[0]) if len(rr) else float(rows["start_s"].min())
@@ -921,7 +954,31 @@ def plot_device_timeline(run: RunData, round: int | None = None, ax: Axes | None
         + (f"; {n_off} offloaded" if n_off else "")
     )
     ax.set_xlabel("Virtual time (s)")
-    ax.set_ylabel("Device · plan / edge" if lane_ids else "Device")
-    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ylabel = "Device · profile/link" + (" · plan / edge" if lane_ids else "")
+    ax.set_ylabel(ylabel + (f" (every {step}th labelled)" if step > 1 else ""))
+    if own_figure:  # below the chart: a tall chart keeps its full width
+        fig.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=3)
+    else:
+        ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
     return fig
+
+
+#: Most inches of lanes in a Gantt chart: 100 devices get 0.09 in each, not 0.28 in.
+_MAX_LANES_IN = 9.0
+
+
+def _lane_pitch_in(extent: float) -> float:
+    """Return the height in inches of one device lane when ``extent`` lanes are drawn."""
+    return min(0.28, _MAX_LANES_IN / max(extent, 1.0))
+
+
+def _label_step(pitch_in: float) -> int:
+    """Return n such that labelling every n-th device lane leaves at least 6 pt per label."""
+    return max(1, math.ceil(6.0 / (72 * pitch_in)))
+
+
+def _device_label(rec: dict[str, object], plan: str) -> str:
+    """Return a device lane's label: ``id · profile/link`` and the plan when offloaded."""
+    text = f"{rec['device_id']} · {rec.get('profile', '?')}/{rec.get('link', '?')}"
+    return text if plan == "local" else f"{text} · {plan}"

@@ -7,6 +7,7 @@ import html
 import io
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fedsim.analysis.load import RunSet, load
+from fedsim.analysis.load import RunData, RunSet, load
 from fedsim.analysis.metrics import NOT_REACHED
 from fedsim.analysis.plots import (
     device_rounds_with_plans,
@@ -31,10 +32,11 @@ from fedsim.analysis.plots import (
     plot_time_breakdown,
     plot_ua_boxplot,
 )
-from fedsim.analysis.tables import summary_table, target_table, time_breakdown_table
+from fedsim.analysis.tables import format_si, summary_table, target_table, time_breakdown_table
 
 __all__ = [
     "write_report",
+    "runs_table",
     "default_target",
     "figure_to_base64_png",
     "plan_table",
@@ -48,6 +50,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2e
 table { border-collapse: collapse; margin: .5em 0 1.2em; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+td:first-child { overflow-wrap: anywhere; min-width: 6em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: .9em; }
 .kv td { text-align: left; } .note { color: #555; font-size: .9em; }
@@ -73,6 +76,7 @@ def _img(fig: Figure, alt: str, caption: str) -> str:
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
+    frame = frame.rename(columns={"label": "configuration"})
     return (
         frame.to_html(
             index=index, na_rep="n/a", border=0, escape=True, float_format=lambda x: f"{x:,.4g}"
@@ -92,13 +96,10 @@ def _metric_of(rs: RunSet) -> str:
 def default_target(rs: RunSet, metric: str) -> tuple[float | None, str]:
     """Return the target for ``metric`` and where it came from.
 
-    The scenario's ``stop.target_accuracy`` if set, else 90 % of the best value any
-    run reached, rounded down to 0.01; None if no run has a value.
+    None if no run has a value (e.g. ``learning: false``), else the scenario's
+    ``stop.target_accuracy`` if set, else 90 % of the best value any run reached,
+    rounded down to 0.01.
     """
-    for run in rs.runs:
-        target = (run.scenario.get("stop") or {}).get("target_accuracy")
-        if target is not None:
-            return float(target), "the scenario's stop.target_accuracy"
     best = max(
         (
             float(run.rounds[metric].max())
@@ -109,6 +110,10 @@ def default_target(rs: RunSet, metric: str) -> tuple[float | None, str]:
     )
     if best is None:
         return None, "no run evaluated this metric"
+    for run in rs.runs:
+        target = (run.scenario.get("stop") or {}).get("target_accuracy")
+        if target is not None:
+            return float(target), "the scenario's stop.target_accuracy"
     return math.floor(0.9 * best * 100) / 100, "90 % of the best value reached by any run"
 
 
@@ -130,39 +135,102 @@ def _fmt_dict(d: Any) -> str:
     if not isinstance(d, dict):
         return str(d)
     return ", ".join(
-        f"{k}={_fmt_dict(v) if isinstance(v, dict) else v}"
+        f"{k}=({_fmt_dict(v)})" if isinstance(v, dict) else f"{k}={v}"
         for k, v in d.items()
         if v is not None and v != {}
     )
 
 
+#: The fields of a scenario section that apply, by its ``kind`` (see fedsim/config.py);
+#: the others hold defaults that the run did not use. A kind not listed keeps all.
+_APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "partition": {
+        "iid": (),
+        "natural": (),
+        "shards": ("shards_per_device",),
+        "dirichlet": ("alpha", "test_per_device"),
+    },
+    "runtime": {"inline": ("torch_threads", "vectorize")},
+    "availability": {"always_on": ()},
+    "failure_detection": {"instant": ()},
+}
+
+
+def _applying(section: str, d: Any) -> Any:
+    """Return the scenario section ``d`` with only its kind and the fields that apply."""
+    if not isinstance(d, dict) or d.get("kind") not in _APPLIES[section]:
+        return d
+    return {"kind": d["kind"], **{k: d[k] for k in _APPLIES[section][d["kind"]] if k in d}}
+
+
+def _data_text(data: dict[str, Any]) -> str:
+    partition = _applying("partition", data.get("partition", {}))
+    text = f"{data.get('dataset', '?')}, partition {_fmt_dict(partition)}"
+    if data.get("samples_per_device") is not None:
+        text += f", {data['samples_per_device']} samples per device"
+        if data.get("samples_sigma"):
+            text += f" (lognormal, sigma {data['samples_sigma']})"
+    if data.get("options"):
+        text += f", options {_fmt_dict(data['options'])}"
+    return text
+
+
+def _model_text(run: RunData) -> str:
+    model = run.meta.get("model", {})
+    if isinstance(model.get("num_params"), int) and isinstance(model.get("param_bytes"), int):
+        return (
+            f"{model.get('name', run.scenario.get('model', '?'))}, "
+            f"{model['num_params']:,} parameters, {format_si(model['param_bytes'], 'B')}"
+        )
+    return str(run.scenario.get("model", "?"))
+
+
+def _rounds_text(rounds: dict[str, Any]) -> str:
+    shown = dict(rounds)
+    if "failure_detection" in shown:
+        shown["failure_detection"] = _applying("failure_detection", shown["failure_detection"])
+    return _fmt_dict(shown)
+
+
 def _scenario_rows(rs: RunSet) -> list[tuple[str, str]]:
     run = rs.runs[0]
     sc = run.scenario
-    data = sc.get("data", {})
-    algo = sc.get("algorithm", {})
-    model = run.meta.get("model", {})
+    learning = sc.get("learning", True) is not False
     rows = [
         ("Scenario", f"{sc.get('name', '?')} ({run.meta.get('scenario_file', '?')})"),
         ("fedsim version", str(run.meta.get("fedsim_version", "?"))),
-        ("Data", f"{data.get('dataset', '?')}, partition {_fmt_dict(data.get('partition', {}))}"),
         (
-            "Model",
-            f"{model.get('name', sc.get('model', '?'))}, "
-            f"{model.get('num_params', '?'):,} parameters, "
-            f"{model.get('param_bytes', '?'):,} bytes"
-            if isinstance(model.get("num_params"), int)
-            and isinstance(model.get("param_bytes"), int)
-            else str(sc.get("model", "?")),
+            "Learning",
+            "true" if learning else "false (systems only: no model is trained or evaluated)",
         ),
+        ("Data", _data_text(sc.get("data", {}))),
+        ("Model", _model_text(run)),
         ("Topology", _describe_topology(sc.get("topology", {}))),
-        ("Algorithm", f"{algo.get('use', '?')} {_fmt_dict(algo.get('params', {}))}".strip()),
-        ("Rounds", _fmt_dict(sc.get("rounds", {}))),
-        ("Availability", _fmt_dict(sc.get("availability", {}))),
+        ("Algorithm", _algorithm_text(sc.get("algorithm", {}))),
+        ("Rounds", _rounds_text(sc.get("rounds", {}))),
+        ("Availability", _fmt_dict(_applying("availability", sc.get("availability", {})))),
         ("Stop", _fmt_dict(sc.get("stop", {}))),
-        ("Evaluation", _fmt_dict(sc.get("evaluation", {}))),
-        ("Runtime", _fmt_dict(sc.get("runtime", {}))),
     ]
+    if learning:
+        rows.append(("Evaluation", _fmt_dict(sc.get("evaluation", {}))))
+    network = sc.get("network", {})
+    if isinstance(network, dict) and network.get("contention") is False:
+        rows.append(("Network", "contention: false (each transfer at its own rate)"))
+    traces = _fmt_dict(sc.get("traces", {}))
+    if traces:
+        rows.append(("Traces", traces))
+    rows.append(("Runtime", _fmt_dict(_applying("runtime", sc.get("runtime", {})))))
+    rows += _runs_rows(rs)
+    return rows
+
+
+def _algorithm_text(algo: dict[str, Any]) -> str:
+    return f"{algo.get('use', '?')} {_fmt_dict(algo.get('params', {}))}".strip()
+
+
+def _runs_rows(rs: RunSet) -> list[tuple[str, str]]:
+    """Return the rows on the sweep, the configurations, the seeds and incomplete runs."""
+    rows = []
     if rs.sweep:
         grid = rs.sweep.get("grid", {})
         rows.append(
@@ -172,8 +240,18 @@ def _scenario_rows(rs: RunSet) -> list[tuple[str, str]]:
             )
         )
         rows.append(("Sweep scenario", str(rs.sweep.get("scenario", "?"))))
+    configs = Counter(r.label for r in rs.runs)
+    if not rs.grid_keys and len(configs) > 1:
+        rows.append(
+            (
+                "Configurations",
+                f"{len(configs)} (the rows above describe the first run's): "
+                + "; ".join(f"{c} ({n} runs)" for c, n in configs.items()),
+            )
+        )
     seeds = sorted({r.seed for r in rs.runs})
-    rows.append(("Runs", f"{len(rs.runs)} ({len(seeds)} seeds: {', '.join(map(str, seeds))})"))
+    n_seeds = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    rows.append(("Runs", f"{len(rs.runs)} ({n_seeds}: {', '.join(map(str, seeds))})"))
     if rs.index is not None:
         not_done = rs.index[~rs.index["status"].isin(["done"])]
         if len(not_done):
@@ -218,7 +296,7 @@ def _key_figures(rs: RunSet, metric: str, target: float | None, by: Sequence[str
         tt = target_table(rs, metric, target, by=by)
         agg.insert(len(by) + 1, f"time to {metric} ≥ {target:g}", tt["time_s"].to_numpy())
         agg.insert(len(by) + 2, f"rounds to {metric} ≥ {target:g}", tt["rounds"].to_numpy())
-    return agg.rename(
+    return _drop_empty(agg, ["final_accuracy", "final_ua_mean"]).rename(
         columns={
             "rounds": "rounds run",
             "virtual_time_s": "virtual time (s)",
@@ -230,6 +308,42 @@ def _key_figures(rs: RunSet, metric: str, target: float | None, by: Sequence[str
             "dropped_pct": "dropped (% of selected)",
         }
     )
+
+
+def _drop_empty(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Drop those of ``columns`` that hold no value (e.g. accuracies of ``learning: false``)."""
+    return frame.drop(columns=[c for c in columns if c in frame and frame[c].isna().all()])
+
+
+def runs_table(rs: RunSet) -> pd.DataFrame:
+    """Return the report's "All runs" table: one row per run, readable names and units.
+
+    Columns: ``run``, the grid keys (a sweep) or ``configuration`` (loose runs of several
+    configurations), ``seed``, ``rounds``, ``virtual time (s)``, ``final accuracy`` and
+    ``final mean UA`` (left out when no run has a value), ``traffic up`` and ``traffic
+    down`` (e.g. ``2.32 MB``), ``device energy`` (e.g. ``1.2 kJ``), ``stragglers`` and
+    ``dropped``. :func:`fedsim.analysis.summary_table` has the same numbers unformatted.
+    """
+    summ = summary_table(rs)
+    if summ.empty:
+        return summ
+    out = pd.DataFrame({"run": summ["run_id"]})
+    for key in rs.grid_keys:
+        out[key] = summ[key]
+    if not rs.grid_keys and summ["label"].nunique() > 1:
+        out["configuration"] = summ["label"]
+    out["seed"] = summ["seed"]
+    out["rounds"] = summ["rounds"]
+    out["virtual time (s)"] = summ["virtual_time_s"]
+    out["final accuracy"] = summ["final_accuracy"]
+    out["final mean UA"] = summ["final_ua_mean"]
+    out = _drop_empty(out, ["final accuracy", "final mean UA"])
+    out["traffic up"] = [format_si(b, "B") for b in summ["bytes_up"]]
+    out["traffic down"] = [format_si(b, "B") for b in summ["bytes_down"]]
+    out["device energy"] = [format_si(e, "J") for e in summ["energy_j"]]
+    out["stragglers"] = summ["stragglers"]
+    out["dropped"] = summ["dropped"]
+    return out
 
 
 def _cards(rs: RunSet, metric: str, target: float | None) -> str:
@@ -463,12 +577,111 @@ def _offloading_section(rs: RunSet) -> str:
     return "".join(parts)
 
 
+def _curves_section(rs: RunSet) -> str:
+    """Return the learning curves (none for ``learning: false``) and the round times."""
+    parts = ["<h2>Learning curves</h2>\n"]
+    curve_metrics = [
+        m
+        for m in ("accuracy", "ua_mean")
+        if any(m in r.rounds and r.rounds[m].notna().any() for r in rs.runs)
+    ]
+    if curve_metrics:
+        parts.append(
+            _img(
+                plot_curves(rs, metrics=curve_metrics),
+                "learning curves",
+                "Accuracy and mean user-model accuracy against virtual time (left) and "
+                "round (right); lines are means over seeds, bands their intervals.",
+            )
+        )
+    else:
+        learning = any(r.scenario.get("learning", True) is not False for r in rs.runs)
+        why = "no round was evaluated" if learning else "learning: false, no model was trained"
+        parts.append(f'<p class="note">No accuracy to plot: {why}.</p>\n')
+    parts.append(
+        _img(plot_metric(rs, "round_time_s", x="round"), "round time", "Virtual time per round.")
+    )
+    return "".join(parts)
+
+
+def _offload_note(run: RunData) -> str:
+    if pick_offload_round(run) is None:  # no device of the run offloaded its training
+        return ""
+    return (
+        " Offloaded work is also drawn on a lane per edge: a full device's training "
+        "(its own lane only outlined), a split device's compute interval on both lanes, "
+        "hatched — device and edge take turns batch by batch, and the per-batch "
+        "interleaving is not in the result files; the label gives the edge's compute "
+        "seconds within it. Edge lanes end with the round's edge_s; purple diamonds "
+        "mark devices that cannot hold the model (oom)."
+    )
+
+
+def _round_range(run: RunData) -> str:
+    rounds = pd.to_numeric(run.device_rounds["round"], errors="coerce").dropna()
+    return f"{int(rounds.min())}–{int(rounds.max())}" if len(rounds) else "none"
+
+
+def _timeline_figures(run: RunData, gantt_round: int | None) -> str:
+    """Return one run's device timelines: the chosen round, or the worst (and offload) one."""
+    phases = "each device's download, compute, upload and wait."
+    if gantt_round is not None:
+        if not (pd.to_numeric(run.device_rounds["round"], errors="coerce") == gantt_round).any():
+            return (
+                f'<p class="note">{html.escape(run.run_id)}: no device rows for round '
+                f"{gantt_round} (its rounds: {_round_range(run)}).</p>\n"
+            )
+        return _img(
+            plot_device_timeline(run, gantt_round),
+            f"device timeline {run.run_id}",
+            f"{run.run_id}, round {gantt_round} (chosen): {phases}" + _offload_note(run),
+        )
+    rnd = pick_timeline_round(run)
+    parts = [
+        _img(
+            plot_device_timeline(run, rnd),
+            f"device timeline {run.run_id}",
+            f"{run.run_id}, round {rnd} (the round with the most stragglers and "
+            f"drop-outs): {phases}" + _offload_note(run),
+        )
+    ]
+    off_rnd = pick_offload_round(run)
+    if off_rnd is not None and off_rnd != rnd:
+        parts.append(
+            _img(
+                plot_device_timeline(run, off_rnd),
+                f"device timeline {run.run_id} offloading",
+                f"{run.run_id}, round {off_rnd} (the round with the most offloaded "
+                "devices)." + _offload_note(run),
+            )
+        )
+    return "".join(parts)
+
+
+def _timelines_section(rs: RunSet, gantt_round: int | None) -> str:
+    """Return the device timelines of the first run of up to four configurations."""
+    parts = ["<h2>Stragglers: device timelines</h2>\n"]
+    if gantt_round is None:
+        parts.append(
+            '<p class="note">Another round: <code>write_report(..., gantt_round=R)</code> '
+            "or <code>fedsim report DIR --round R</code>.</p>\n"
+        )
+    shown: set[str] = set()
+    for run in rs.runs:
+        if run.label in shown or run.device_rounds.empty or len(shown) >= 4:
+            continue
+        shown.add(run.label)
+        parts.append(_timeline_figures(run, gantt_round))
+    return "".join(parts)
+
+
 def write_report(
     run_or_sweep_dir: Path,
     out: Path | None = None,
     metric: str | None = None,
     target: float | None = None,
     confidence: float = 0.95,
+    gantt_round: int | None = None,
 ) -> Path:
     """Write one self-contained HTML report of a run folder or a sweep folder.
 
@@ -483,12 +696,23 @@ def write_report(
     target : float, optional
         The threshold (default: see :func:`default_target`).
     confidence : float
-        Coverage of the intervals over seeds.
+        Coverage of the intervals over seeds. Intervals are clipped to each quantity's
+        physical range; configurations with fewer than 3 seeds show min–max instead.
+    gantt_round : int, optional
+        The round (the ``round`` column of ``device_rounds.csv``, from 0) whose device
+        timeline is drawn for each configuration; default: each run's round with the
+        most stragglers and drop-outs (and, with offloading, the round with the most
+        offloaded devices). A run without that round gets a note instead.
 
     Returns
     -------
     Path
         The written file (written to a temporary name, then renamed).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_or_sweep_dir`` holds no complete run.
     """
     src = Path(run_or_sweep_dir)
     rs = load(src)
@@ -508,7 +732,10 @@ def write_report(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n",
         f"<h1>{html.escape(title)}</h1>\n",
         f'<p class="note">Source: {html.escape(str(src))}. Times are virtual (simulated) '
-        f"seconds. Intervals are {confidence:.0%} Student-t intervals over seeds.</p>\n",
+        f"seconds. Intervals are {confidence:.0%} Student-t intervals over seeds, clipped "
+        "to each quantity's range (accuracy 0–1; times, traffic and energy ≥ 0); with "
+        "fewer than 3 seeds an interval means little, so tables and bands show the "
+        "min–max over the seeds instead.</p>\n",
     ]
     parts.append(
         '<h2>Scenario</h2>\n<table class="kv">'
@@ -528,24 +755,7 @@ def write_report(
         )
     parts.append(_table(_key_figures(rs, metric, target, by)))
 
-    parts.append("<h2>Learning curves</h2>\n")
-    curve_metrics = [
-        m
-        for m in ("accuracy", "ua_mean")
-        if any(m in r.rounds and r.rounds[m].notna().any() for r in rs.runs)
-    ]
-    parts.append(
-        _img(
-            plot_curves(rs, metrics=curve_metrics or ["accuracy"]),
-            "learning curves",
-            "Accuracy and mean user-model accuracy against virtual time (left) and "
-            "round (right); lines are means over seeds, bands their intervals.",
-        )
-    )
-    parts.append(
-        _img(plot_metric(rs, "round_time_s", x="round"), "round time", "Virtual time per round.")
-    )
-
+    parts.append(_curves_section(rs))
     parts.append("<h2>Cost</h2>\n")
     parts.append(
         _img(
@@ -580,47 +790,13 @@ def write_report(
             )
         )
 
-    parts.append("<h2>Stragglers: device timelines</h2>\n")
-    shown: set[str] = set()
-    for run in rs.runs:
-        if run.label in shown or run.device_rounds.empty or len(shown) >= 4:
-            continue
-        shown.add(run.label)
-        rnd = pick_timeline_round(run)
-        offload_note = (
-            " Offloaded work is also drawn on a lane per edge: a full device's training "
-            "(its own lane only outlined), a split device's compute interval on both lanes, "
-            "hatched — device and edge take turns batch by batch, and the per-batch "
-            "interleaving is not in the result files; the label gives the edge's compute "
-            "seconds within it. Edge lanes end with the round's edge_s; purple diamonds "
-            "mark devices that cannot hold the model (oom)."
-            if has_offloading(run)
-            else ""
-        )
-        parts.append(
-            _img(
-                plot_device_timeline(run, rnd),
-                f"device timeline {run.run_id}",
-                f"{run.run_id}, round {rnd} (the round with the most stragglers and "
-                "drop-outs): each device's download, compute, upload and wait." + offload_note,
-            )
-        )
-        off_rnd = pick_offload_round(run)
-        if off_rnd is not None and off_rnd != rnd:
-            parts.append(
-                _img(
-                    plot_device_timeline(run, off_rnd),
-                    f"device timeline {run.run_id} offloading",
-                    f"{run.run_id}, round {off_rnd} (the round with the most offloaded "
-                    "devices)." + offload_note,
-                )
-            )
+    parts.append(_timelines_section(rs, gantt_round))
 
     if target is not None:
         parts.append(f"<h2>Rounds and time to {html.escape(metric)} ≥ {target:g}</h2>\n")
         parts.append(_table(target_table(rs, metric, target, by=by, confidence=confidence)))
     parts.append("<h2>All runs</h2>\n")
-    parts.append(_table(summary_table(rs)))
+    parts.append(_table(runs_table(rs)))
     parts.append("</body></html>\n")
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedsim.analysis.load import RunData, RunSet, device_rounds_frame, rounds_frame
-from fedsim.analysis.metrics import NOT_REACHED, target_summary
+from fedsim.analysis.metrics import MIN_SEEDS_FOR_CI, NOT_REACHED, target_summary
 
 __all__ = [
     "CRITICAL_LABELS",
@@ -19,6 +20,7 @@ __all__ = [
     "critical_devices",
     "critical_path",
     "critical_path_table",
+    "format_si",
     "summary_table",
     "table4_comparison",
     "target_table",
@@ -89,16 +91,52 @@ def summary_table(runs: RunSet | Sequence[RunData]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_SI_PREFIXES = ("", "k", "M", "G", "T", "P")
+
+
+def format_si(value: float, unit: str) -> str:
+    """Format a quantity with three significant digits and an SI prefix.
+
+    E.g. ``format_si(231_360, "B") == "231 kB"``, ``format_si(2.32e9, "B") == "2.32 GB"``,
+    ``format_si(48.1, "J") == "48.1 J"``; NaN reads ``n/a``.
+    """
+    if not math.isfinite(value):
+        return "n/a"
+    scaled, i = float(value), 0
+    while True:
+        text = f"{scaled:.0f}" if abs(scaled) >= 100 else f"{scaled:.3g}"
+        if abs(float(text)) < 1000 or i == len(_SI_PREFIXES) - 1:
+            return f"{text} {_SI_PREFIXES[i]}{unit}"
+        scaled, i = scaled / 1000, i + 1
+
+
 def _fmt_num(x: float, digits: int) -> str:
     return f"{x:,.{digits}f}"
 
 
 def _fmt_ci(mean: float, low: float, high: float, digits: int, unit: str = "") -> str:
+    """Format ``mean ± half-width``, or ``mean [low, high]`` when the interval was clipped."""
     half = (high - low) / 2
     text = _fmt_num(mean, digits)
-    if half > 0:
-        text += f" ± {_fmt_num(half, digits)}"
-    return text + unit
+    if _fmt_num(half, digits) == _fmt_num(0.0, digits):  # no spread at this precision
+        return text + unit
+    if math.isclose(mean - low, high - mean, rel_tol=1e-9, abs_tol=1e-12):
+        return f"{text} ± {_fmt_num(half, digits)}{unit}"
+    return f"{text} [{_fmt_num(low, digits)}, {_fmt_num(high, digits)}]{unit}"
+
+
+def _fmt_seeds(rec: Mapping[str, Any], col: str, digits: int, unit: str) -> str:
+    """Format one target-table cell: an interval over enough seeds, else min–max."""
+    n = int(rec["n_reached"])
+    mean, low, high = (float(rec[f"{col}_{k}"]) for k in ("mean", "ci_low", "ci_high"))
+    if n >= MIN_SEEDS_FOR_CI or n == 1:
+        d = 0 if col == "rounds" and low == high else digits
+        return _fmt_ci(mean, low, high, d, unit)
+    lo, hi = float(rec[f"{col}_min"]), float(rec[f"{col}_max"])
+    d = 0 if col == "rounds" else digits
+    if _fmt_num(lo, d) == _fmt_num(hi, d):  # the seeds agree
+        return _fmt_num(mean, d) + unit
+    return f"{_fmt_num(mean, digits)}{unit} (min–max {_fmt_num(lo, d)}–{_fmt_num(hi, d)}, n = {n})"
 
 
 def target_table(
@@ -113,10 +151,13 @@ def target_table(
 ) -> pd.DataFrame:
     """Return rounds and virtual time to target per configuration, as display strings.
 
-    Cells read ``mean ± half-width`` of the Student-t interval over seeds; a
-    configuration none of whose seeds reached the target reads ``"not reached"``; one
-    that some seeds reached gets ``" (k/n reached)"`` appended (its mean is over the
-    seeds that reached it).
+    Cells read ``mean ± half-width`` of the Student-t interval over seeds, or ``mean
+    [low, high]`` where the interval was clipped at 0 s or 1 round. Over fewer than
+    :data:`~fedsim.analysis.metrics.MIN_SEEDS_FOR_CI` seeds an interval means little
+    (t(0.975, 1) = 12.7), so two seeds read ``mean (min–max a–b, n = 2)``; one seed reads
+    its value. A configuration none of whose seeds reached the target reads ``"not
+    reached"``; one that some seeds reached gets ``" (k/n reached)"`` appended (its mean
+    is over the seeds that reached it).
 
     Parameters
     ----------
@@ -150,8 +191,7 @@ def target_table(
             if rec["status"] == "not reached":
                 row[col] = NOT_REACHED
                 continue
-            d = 0 if col == "rounds" and rec[f"{col}_ci_low"] == rec[f"{col}_ci_high"] else digits
-            text = _fmt_ci(rec[f"{col}_mean"], rec[f"{col}_ci_low"], rec[f"{col}_ci_high"], d, unit)
+            text = _fmt_seeds(rec, col, digits, unit)
             if rec["status"] == "partly reached":
                 text += f" ({row['seeds']} reached)"
             row[col] = text

@@ -185,6 +185,47 @@ def _user_sizes(
     return sizes + 2
 
 
+#: Ranges of the ``synthetic`` options (the generated data must fit in memory).
+SYNTHETIC_RANGES: dict[str, tuple[float, float]] = {
+    "num_samples": (2, 10**7),
+    "num_features": (1, 10**5),
+    "num_classes": (2, 10**4),
+    "num_users": (1, 10**6),
+    "alpha": (0.0, 1e6),
+    "beta": (0.0, 1e6),
+    "size_sigma": (0.0, 5.0),
+}
+SYNTHETIC_MAX_VALUES = 10**8  # num_samples x num_features: 800 MB while generated
+
+
+def _synthetic_problems(opts: Mapping[str, Any]) -> list[str]:
+    """Return one line per ``synthetic`` option out of its range (all finite)."""
+    problems = []
+    for key, (lo, hi) in SYNTHETIC_RANGES.items():
+        value = opts[key]
+        if not lo <= value <= hi:  # nan and inf fail too (the bounds are finite)
+            problems.append(
+                f"data.options.{key}: expected a number in [{lo:g}, {hi:g}], got {value!r}"
+            )
+    test_fraction = opts["test_fraction"]
+    if not 0 < test_fraction < 1:
+        problems.append(f"data.options.test_fraction: expected 0 < value < 1, got {test_fraction}")
+    if problems:
+        return problems
+    n, d, k = opts["num_samples"], opts["num_features"], opts["num_users"]
+    if n < 2 * k:
+        problems.append(
+            f"data.options.num_samples: {n} is too few for {k} users "
+            "(each user needs at least 2 samples: one train, one test)"
+        )
+    if n * d > SYNTHETIC_MAX_VALUES:
+        problems.append(
+            f"data.options: num_samples x num_features = {n * d:,} values; at most "
+            f"{SYNTHETIC_MAX_VALUES:,} (the generated inputs must fit in memory)"
+        )
+    return problems
+
+
 def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
     """Generate LEAF's ``synthetic(alpha, beta)`` data (Shamir et al. / Li et al., FedProx).
 
@@ -217,26 +258,12 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
         "size_sigma": 0.0,
     }
     opts.update(options)
+    problems = _synthetic_problems(opts)
+    if problems:
+        raise InputError(problems)
     n, d, c, k = (opts[key] for key in ("num_samples", "num_features", "num_classes", "num_users"))
     alpha, beta = float(opts["alpha"]), float(opts["beta"])
     test_fraction, sigma = float(opts["test_fraction"]), float(opts["size_sigma"])
-    problems = []
-    if d < 1 or c < 2 or k < 1:
-        problems.append(
-            "data.options: synthetic needs num_features >= 1, num_classes >= 2 and "
-            f"num_users >= 1; got {d}, {c}, {k}"
-        )
-    if n < 2 * k:
-        problems.append(
-            f"data.options.num_samples: {n} is too few for {k} users "
-            "(each user needs at least 2 samples: one train, one test)"
-        )
-    if alpha < 0 or beta < 0 or sigma < 0:
-        problems.append("data.options: alpha, beta and size_sigma must be >= 0")
-    if not 0 < test_fraction < 1:
-        problems.append(f"data.options.test_fraction: expected 0 < value < 1, got {test_fraction}")
-    if problems:
-        raise InputError(problems)
 
     rng = stream(seed, Purpose.DATA)
     sizes = _user_sizes(n, k, sigma, rng)

@@ -1,4 +1,8 @@
-"""MNIST: read the standard IDX files (plain or ``.gz``), validated, and an optional downloader."""
+"""MNIST: read the standard IDX files (plain or ``.gz``), validated, and an optional downloader.
+
+A file with the published file's length is checked against its published sha256 on first
+load (the result cached, fedsim/data/checksums.py); a corrupt copy is an error naming it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.data.checksums import VerifiedFiles, file_key
 from fedsim.data.datasets import Dataset
 from fedsim.errors import InputError
 
@@ -44,6 +49,14 @@ RAW_CHECKSUMS: dict[str, tuple[str, str]] = {
         "27ae3e4e09519cfbb04c329615203637",
         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     ),
+}
+
+#: Length in bytes of each original file, uncompressed: header and content.
+RAW_LENGTHS: dict[str, int] = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
 }
 
 #: Mirrors serving ``<name>.gz`` (torchvision's list, in its order).
@@ -93,14 +106,33 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         If the file is not valid gzip, has the wrong magic number, or its length
         differs from what its header says.
     """
+    return parse_idx(read_raw(path), path, ndim)
+
+
+def read_raw(path: Path) -> bytes:
+    """Return a file's bytes, decompressed if its name ends in ``.gz``.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read or is not valid gzip.
+    """
     try:
         data = path.read_bytes()
-        what = "bytes"
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-            what = "bytes after decompression"
+        return gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
+
+
+def parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
+    """Return the array of an unsigned-byte IDX file's content ``data`` (read from ``path``).
+
+    Raises
+    ------
+    InputError
+        If the magic number is wrong or the length differs from what the header says.
+    """
+    what = "bytes after decompression" if path.suffix == ".gz" else "bytes"
     expected_magic = 0x0800 | ndim
     header_len = 4 + 4 * ndim
     if len(data) < 4:
@@ -126,6 +158,42 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             f"{expected_len} {what} are expected, got {len(data)}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def read_known(
+    path: Path, name: str, ndim: int, verified: VerifiedFiles
+) -> tuple[np.ndarray, str | None]:
+    """Read the MNIST file ``name`` from ``path`` and check it against the published one.
+
+    A file with the published file's length must have its content (sha256), checked on
+    first load and then remembered in ``verified``; a file of another length is not the
+    published file (a subset, a test fixture) and only its structure is checked.
+
+    Returns
+    -------
+    array : np.ndarray
+        The file's array.
+    problem : str or None
+        One line naming the file if its content is not the published one.
+    """
+    try:
+        key = file_key(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    data = read_raw(path)
+    array = parse_idx(data, path, ndim)
+    if len(data) != RAW_LENGTHS[name]:
+        return array, None
+    expected = RAW_CHECKSUMS[name][1]
+    got = verified.mismatch(key, data, expected)
+    if got is None:
+        return array, None
+    content = "uncompressed content" if path.suffix == ".gz" else "content"
+    return array, (
+        f"{path}: corrupt: not the published MNIST file {name} (sha256 of its {content} is "
+        f"{got}, expected {expected}); replace it, e.g. with "
+        "fedsim.data.mnist.download_mnist, which verifies what it downloads"
+    )
 
 
 def missing_files_message(data_dir: Path, missing: dict[str, list[Path]]) -> list[str]:
@@ -155,7 +223,8 @@ def load_mnist_arrays(data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     Raises
     ------
     InputError
-        Naming every missing file with the places looked at, or the first corrupt file.
+        Naming every missing file with the places looked at, the first unreadable or
+        malformed file, or every file with the published length but not its content.
     """
     paths: dict[str, Path] = {}
     missing: dict[str, list[Path]] = {}
@@ -170,9 +239,11 @@ def load_mnist_arrays(data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
         raise InputError(missing_files_message(data_dir, missing))
     out = {}
     problems = []
+    verified = VerifiedFiles.load()
     for split, (img_name, lbl_name) in MNIST_FILES.items():
-        images = read_idx(paths[img_name], 3)
-        labels = read_idx(paths[lbl_name], 1)
+        images, bad_images = read_known(paths[img_name], img_name, 3, verified)
+        labels, bad_labels = read_known(paths[lbl_name], lbl_name, 1, verified)
+        problems += [p for p in (bad_images, bad_labels) if p is not None]
         if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
             problems.append(
                 f"{paths[img_name]}: images are {images.shape[1]}x{images.shape[2]}; "
@@ -186,6 +257,7 @@ def load_mnist_arrays(data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
         if labels.size and int(labels.max()) > 9:
             problems.append(f"{paths[lbl_name]}: label {int(labels.max())} out of range 0..9")
         out[split] = (images, labels)
+    verified.save()
     if problems:
         raise InputError(problems)
     return out

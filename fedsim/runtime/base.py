@@ -102,6 +102,17 @@ class Runtime(ABC):
         evaluation = self.evaluate(ua_device_ids)
         return lambda: evaluation
 
+    @abstractmethod
+    def models(self) -> dict[str, Any]:
+        """Return the servers' models for a checkpoint (tensors, lists and floats only).
+
+        Called at a round boundary, when no update is in flight.
+        """
+
+    @abstractmethod
+    def load_models(self, models: dict[str, Any]) -> None:
+        """Restore the servers' models from :meth:`models`' value (a resume)."""
+
     def discard(self, handles: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """Forget updates that virtual time discarded (cancel them where possible)."""
 

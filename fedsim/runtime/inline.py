@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedsim.algorithms.base import DeviceUpdate, State
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
@@ -104,6 +105,23 @@ class InlineRuntime(Runtime):
         state = self._cloud.aggregate(*(e.upload() for e in self._edges))
         for edge in self._edges:
             edge.receive(state)
+
+    def models(self) -> dict[str, Any]:
+        """Return the cloud's and the edges' models and the edges' weights."""
+        edges = [e.snapshot() for e in self._edges]
+        return {
+            "cloud": self._cloud.model(),
+            "edges": [state for state, _ in edges],
+            "edge_weights": [weight for _, weight in edges],
+        }
+
+    def load_models(self, models: dict[str, Any]) -> None:
+        """Restore the cloud's and the edges' models."""
+        self._cloud.restore(models["cloud"])
+        for edge, state, weight in zip(
+            self._edges, models["edges"], models["edge_weights"], strict=True
+        ):
+            edge.restore(state, weight)
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model, and UA of the given devices."""

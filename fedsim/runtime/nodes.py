@@ -133,6 +133,14 @@ class EdgeServer:
         """Take the new global model from the cloud."""
         self._state, self._weight = state, 0.0
 
+    def snapshot(self) -> tuple[State, float]:
+        """Return the edge's model and the weight of the updates in it (a checkpoint)."""
+        return self._state, self._weight
+
+    def restore(self, state: State, weight: float) -> None:
+        """Set the edge's model and weight (a resume)."""
+        self._state, self._weight = state, weight
+
 
 class CloudServer:
     """The cloud: the global model, its aggregation over edges, and global evaluation."""
@@ -148,6 +156,10 @@ class CloudServer:
     def model(self) -> State:
         """Return the global model."""
         return self._state
+
+    def restore(self, state: State) -> None:
+        """Set the global model (a resume)."""
+        self._state = state
 
     def aggregate(self, *edges: Aggregate) -> State:
         """Average the edges' models (weighted by their sample counts), in edge order."""

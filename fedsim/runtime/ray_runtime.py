@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ray
-import torch
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from fedsim.algorithms.base import Aggregate, State
 from fedsim.config import RuntimeSpec
-from fedsim.data import Dataset, DevicePartition
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
 from fedsim.runtime.evaluation import combine_scores, num_blocks
-from fedsim.runtime.memory import keep_freed_memory
-from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
-from fedsim.runtime.transport import UpdateBatch
+from fedsim.runtime.ray_actors import CloudActor, DeviceHostActor, EdgeActor, light_setup
+from fedsim.runtime.ray_setup import ray_reason, start_ray
+
+MAX_RECOVERIES = 3  # restarts in a row before a failure stops the run
+
+
+@dataclass
+class _HostJob:
+    """A device-host call, kept until its updates are aggregated (to re-run it)."""
+
+    host: int
+    base: Any
+    round_index: int
+    ids: list[int]
+
+    def describe(self) -> str:
+        """Say what the call does, for messages."""
+        return (
+            f"device host {self.host} training {len(self.ids)} devices in round {self.round_index}"
+        )
+
+
+@dataclass
+class _EdgeJob:
+    """An edge's aggregation of host calls' rows, kept until it succeeded."""
+
+    edge_id: int
+    rows: list[tuple[int, int]]
+    calls: list[Any]
+    ref: Any
 
 
 @dataclass(frozen=True)
@@ -29,88 +52,6 @@ class RayHandle:
 
     call: Any
     row: int
-
-
-def _light(setup: LearningSetup) -> LearningSetup:
-    """Return the setup without the data and partitions (they travel separately).
-
-    The dataset keeps its name and shapes but no rows: every actor's constructor arguments
-    are serialised, and the arrays go once through the object store instead.
-    """
-    return dataclasses.replace(setup, partitions=(), dataset=setup.dataset.without_rows())
-
-
-@ray.remote(num_cpus=1)
-class DeviceHostActor:
-    """A Ray actor owning many devices: their data views, training and evaluation."""
-
-    def __init__(
-        self, host_id: int, setup: LearningSetup, dataset: Dataset,
-        partitions: dict[int, DevicePartition],
-    ) -> None:  # fmt: skip
-        keep_freed_memory()
-        full = dataclasses.replace(setup, dataset=dataset)
-        self.host = DeviceHost(host_id, full, partitions)
-
-    def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
-        """Train the devices; their updates come back as one batch (one object)."""
-        return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
-
-    def score_blocks(self, state: State, blocks: list[int]) -> list[tuple[int, float]]:
-        """Score the global model on these blocks of the global test set."""
-        return self.host.score_blocks(state, blocks)
-
-    def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
-        """Return each device's UA."""
-        return self.host.evaluate(state, device_ids)
-
-
-@ray.remote(num_cpus=0)
-class EdgeActor:
-    """A Ray actor holding one edge's model; aggregates its devices' updates."""
-
-    def __init__(self, setup: LearningSetup, state: State) -> None:
-        keep_freed_memory()
-        self.edge = EdgeServer(setup, state)
-        # Aggregation runs while the device hosts wait for the next round, and it is
-        # elementwise (each output element's sum is computed alone, in update order), so
-        # every CPU of the node may take part without changing a bit of the result.
-        # (Revisit for asynchronous rounds, where hosts keep training meanwhile.)
-        torch.set_num_threads(max(setup.torch_threads, os.cpu_count() or 1))
-
-    def model(self) -> State:
-        """Return the edge's current model."""
-        return self.edge.model()
-
-    def aggregate(self, rows: list[tuple[int, int]], *batches: UpdateBatch) -> int:
-        """Aggregate the updates ``batches[b].update(row)`` for ``(b, row)`` in ``rows`` order."""
-        weights = [float(batches[b].num_samples[row]) for b, row in rows]
-        self.edge.aggregate(weights, (batches[b].update(row).payload for b, row in rows))
-        return len(rows)
-
-    def upload(self) -> Aggregate:
-        """Return the edge's payload and weight for the cloud."""
-        return self.edge.upload()
-
-    def receive(self, state: State) -> None:
-        """Take the new global model."""
-        self.edge.receive(state)
-
-
-@ray.remote(num_cpus=0)
-class CloudActor:
-    """A Ray actor holding the global model and any server-side optimiser state."""
-
-    def __init__(self, setup: LearningSetup, dataset: Dataset) -> None:
-        self.cloud = CloudServer(dataclasses.replace(setup, dataset=dataset))
-
-    def model(self) -> State:
-        """Return the global model."""
-        return self.cloud.model()
-
-    def aggregate(self, *edges: Aggregate) -> State:
-        """Aggregate the edges' uploads into the global model."""
-        return self.cloud.aggregate(*edges)
 
 
 class RayRuntime(Runtime):
@@ -126,25 +67,22 @@ class RayRuntime(Runtime):
     setup : LearningSetup
         The learning side of the scenario.
     spec : RuntimeSpec
-        Workers, address, timeout, dashboard.
+        Workers, address, timeout, dashboard, ``on_failure``.
+
+    With ``on_failure: recover`` a dead device-host actor is replaced by a new one with the
+    same devices, and every host call of the dead one whose updates were not yet
+    aggregated is run again from the same base model: training is keyed by seed, device
+    and round, so the updates, and every result, are those of an undisturbed run. Each
+    round's aggregations are then confirmed before the next round trains (one wait per
+    round). A dead edge or cloud actor holds model state only a checkpoint has: it stops
+    the run, which ``fedsim resume`` continues.
     """
 
     def __init__(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
         self._timeout_s = spec.timeout_s
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            if spec.address:
-                ray.init(address=spec.address, include_dashboard=spec.dashboard,
-                         log_to_driver=False)  # fmt: skip
-            else:
-                ray.init(
-                    num_cpus=spec.workers,
-                    include_dashboard=spec.dashboard,
-                    dashboard_host="127.0.0.1",
-                    _node_ip_address="127.0.0.1",
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
+            start_ray(spec)
         try:
             self._start(setup, spec)
         except BaseException:
@@ -152,7 +90,7 @@ class RayRuntime(Runtime):
             raise
 
     def _start(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
-        light = _light(setup)
+        light = light_setup(setup)
         self._num_test = int(setup.dataset.y_test.shape[0])
         dataset_ref = ray.put(setup.dataset)
         n_hosts = min(spec.workers, max(1, len(setup.partitions)))
@@ -160,15 +98,19 @@ class RayRuntime(Runtime):
         # one CPU per host, or an equal share when more hosts than CPUs are asked for
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         host_cpus = min(1.0, cpus / n_hosts)
-        self._hosts = [
-            DeviceHostActor.options(num_cpus=host_cpus).remote(  # type: ignore[attr-defined]
-                h,
-                light,
-                dataset_ref,
+
+        def make_host(h: int) -> Any:
+            return DeviceHostActor.options(num_cpus=host_cpus).remote(  # type: ignore[attr-defined]
+                h, light, dataset_ref,
                 {d: p for d, p in enumerate(setup.partitions) if d % n_hosts == h},
-            )
-            for h in range(n_hosts)
-        ]
+            )  # fmt: skip
+
+        self._make_host = make_host
+        self._hosts = [make_host(h) for h in range(n_hosts)]
+        self._recover = spec.on_failure == "recover"
+        self._jobs: dict[Any, _HostJob] = {}  # host call ref -> the call (recover only)
+        self._edge_jobs: list[_EdgeJob] = []
+        self.failures: list[str] = []
         self._cloud = CloudActor.remote(light, dataset_ref)  # type: ignore[attr-defined]
         initial = self._cloud.model.remote()
         self._edges = [
@@ -192,9 +134,13 @@ class RayRuntime(Runtime):
         except GetTimeoutError:
             raise self._timed_out(what) from None
         except RayActorError as exc:
-            raise RuntimeFailure(f"an actor died while {what}: {self._culprit()}{exc}") from None
+            raise RuntimeFailure(
+                f"an actor died while {what}: {self._culprit()}{ray_reason(str(exc))}"
+            ) from None
         except RayError as exc:
-            raise RuntimeFailure(f"failed while {what}: {self._culprit()}{exc}") from None
+            raise RuntimeFailure(
+                f"failed while {what}: {self._culprit()}{ray_reason(str(exc))}"
+            ) from None
 
     def _timed_out(self, what: str) -> RuntimeFailure:
         return RuntimeFailure(
@@ -216,14 +162,19 @@ class RayRuntime(Runtime):
 
     def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[RayHandle]:
         """Submit one call per host for its share of ``device_ids``; return one handle each."""
+        if self._recover and self._edge_jobs:
+            self._settle(f"before round {round_index}")
         base = self._edges[edge_id].model.remote()
         by_host: dict[int, list[int]] = {}
         for d in device_ids:
             by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
         handle_of: dict[int, RayHandle] = {}
         for h, ids in sorted(by_host.items()):
+            job = _HostJob(h, base, round_index, ids)
             ref = self._hosts[h].train.remote(base, round_index, ids)
-            self._host_calls[ref] = f"device host {h} training devices {ids} in round {round_index}"
+            self._host_calls[ref] = job.describe()
+            if self._recover:
+                self._jobs[ref] = job
             handle_of.update((d, RayHandle(ref, row)) for row, d in enumerate(ids))
         return [handle_of[int(d)] for d in device_ids]
 
@@ -233,9 +184,70 @@ class RayRuntime(Runtime):
         rows = [(calls.setdefault(h.call, len(calls)), h.row) for h in handles]
         ref = self._edges[edge_id].aggregate.remote(rows, *calls)
         self._calls[ref] = f"edge {edge_id} aggregating {len(handles)} updates"
+        if self._recover:
+            self._edge_jobs.append(_EdgeJob(edge_id, rows, list(calls), ref))
+
+    # -- recovery (on_failure: recover) -----------------------------------------------------
+
+    def _settle(self, what: str) -> None:
+        """Confirm the pending aggregations; after a device host died, redo what it lost."""
+        for _ in range(MAX_RECOVERIES + 1):
+            failed = []
+            for job in self._edge_jobs:
+                try:
+                    ray.get(job.ref, timeout=self._timeout_s)
+                except GetTimeoutError:
+                    raise self._timed_out(what) from None
+                except RayError:
+                    failed.append(job)
+            if not failed:
+                self._edge_jobs.clear()
+                self._jobs.clear()
+                return
+            dead = self._restart_dead_hosts(what)
+            if not dead:  # not a device host: an edge died, or training raised
+                self._get([job.ref for job in failed], what)
+            remap: dict[Any, Any] = {}
+            for job in failed:
+                job.calls = [self._rerun(call, dead, remap) for call in job.calls]
+                del self._calls[job.ref]
+                job.ref = self._edges[job.edge_id].aggregate.remote(job.rows, *job.calls)
+                self._calls[job.ref] = f"edge {job.edge_id} aggregating again"
+        raise RuntimeFailure(f"device hosts kept dying while {what} ({MAX_RECOVERIES} restarts)")
+
+    def _rerun(self, call: Any, dead: set[int], remap: dict[Any, Any]) -> Any:
+        """Return ``call``, or a new run of it if its host died (each call re-run once)."""
+        job = self._jobs[call]
+        if job.host not in dead:
+            return call
+        if call not in remap:
+            new = self._hosts[job.host].train.remote(job.base, job.round_index, job.ids)
+            self._jobs[new] = job
+            self._host_calls.pop(call, None)
+            self._host_calls[new] = job.describe()
+            remap[call] = new
+        return remap[call]
+
+    def _restart_dead_hosts(self, what: str) -> set[int]:
+        """Replace every dead device-host actor by a new one with the same devices."""
+        dead = set()
+        for h, actor in enumerate(self._hosts):
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=self._timeout_s)
+            except RayActorError:
+                dead.add(h)
+        for h in sorted(dead):
+            self._hosts[h] = self._make_host(h)
+            line = f"device host {h} died {what}; restarted it and re-ran its lost training"
+            self.failures.append(line)
+            print(f"warning: {line}", file=sys.stderr)
+        self._get([self._hosts[h].__ray_ready__.remote() for h in sorted(dead)], "restarting")
+        return dead
 
     def sync_cloud(self) -> None:
         """Aggregate edges at the cloud and push the new model back; waits for it all."""
+        if self._recover:
+            self._settle("aggregating edge models at the cloud")
         new = self._cloud.aggregate.remote(*(e.upload.remote() for e in self._edges))
         done = [e.receive.remote(new) for e in self._edges]
         what = "aggregating edge models at the cloud"
@@ -252,6 +264,30 @@ class RayRuntime(Runtime):
         self._calls.clear()
         self._host_calls.clear()
 
+    def models(self) -> dict[str, Any]:
+        """Fetch the cloud's and the edges' models and the edges' weights."""
+        what = "reading the models for a checkpoint"
+        if self._recover:
+            self._settle(what)
+        cloud = self._get(self._cloud.model.remote(), what)
+        edges = self._get([e.snapshot.remote() for e in self._edges], what)
+        return {
+            "cloud": cloud,
+            "edges": [state for state, _ in edges],
+            "edge_weights": [weight for _, weight in edges],
+        }
+
+    def load_models(self, models: dict[str, Any]) -> None:
+        """Restore the cloud's and the edges' models on their actors."""
+        done = [self._cloud.restore.remote(models["cloud"])]
+        done += [
+            e.restore.remote(state, weight)
+            for e, state, weight in zip(
+                self._edges, models["edges"], models["edge_weights"], strict=True
+            )
+        ]
+        self._get(done, "restoring the models from a checkpoint")
+
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model on the cloud and UA on the hosts, in parallel."""
         return self.submit_evaluation(ua_device_ids)()
@@ -263,18 +299,23 @@ class RayRuntime(Runtime):
         even if later rounds are queued before the values are read.
         """
         model = self._cloud.model.remote()
-        # the device hosts wait for the next round anyway: they score the test blocks
         blocks = range(num_blocks(self._num_test))
-        score_refs = [
-            host.score_blocks.remote(model, list(blocks[h :: self._num_hosts]))
-            for h, host in enumerate(self._hosts)
-        ]
         by_host: dict[int, list[int]] = {}
         for d in ua_device_ids:
             by_host.setdefault(int(d) % self._num_hosts, []).append(int(d))
-        ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
 
-        def values() -> Evaluation:
+        def submit() -> tuple[list[Any], dict[int, Any]]:
+            # the device hosts wait for the next round anyway: they score the test blocks
+            score_refs = [
+                host.score_blocks.remote(model, list(blocks[h :: self._num_hosts]))
+                for h, host in enumerate(self._hosts)
+            ]
+            ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
+            return score_refs, ua_refs
+
+        refs = submit()
+
+        def read(score_refs: list[Any], ua_refs: dict[int, Any]) -> Evaluation:
             per_host = self._get(score_refs, "evaluating the global model")
             scores = [per_host[b % self._num_hosts][b // self._num_hosts] for b in blocks]
             accuracy, loss = combine_scores(scores, self._num_test)
@@ -284,6 +325,17 @@ class RayRuntime(Runtime):
                 ua.update(zip(by_host[h], got, strict=True))
             return Evaluation(accuracy, loss, ua)
 
+        def values() -> Evaluation:
+            for _ in range(MAX_RECOVERIES):
+                try:
+                    return read(*refs_box[0])
+                except RuntimeFailure:
+                    if not self._recover or not self._restart_dead_hosts("evaluating"):
+                        raise
+                    refs_box[0] = submit()
+            return read(*refs_box[0])
+
+        refs_box = [refs]
         return values
 
     def close(self) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
 import numpy as np
 
 from fedsim.sim.costs import BITS_PER_BYTE, Energy
@@ -25,6 +29,40 @@ DEVICE_COLUMNS = (
 )  # fmt: skip
 UA_COLUMNS = ("version", "device_id", "accuracy")
 ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
+
+
+class RowSink(Protocol):
+    """Where a run's rows go as its rounds finish."""
+
+    def add_round(self, row: dict[str, object]) -> None:
+        """Take a round's row (a dict over ROUND_COLUMNS)."""
+
+    def add_devices(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Take a round's device rows (DEVICE_COLUMNS order)."""
+
+    def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Take an evaluation's UA rows (UA_COLUMNS order)."""
+
+
+@dataclass
+class MemorySink:
+    """Keeps every row in memory (tests, short runs)."""
+
+    rounds: list[tuple[object, ...]] = field(default_factory=list)
+    device_rounds: list[tuple[object, ...]] = field(default_factory=list)
+    device_ua: list[tuple[object, ...]] = field(default_factory=list)
+
+    def add_round(self, row: dict[str, object]) -> None:
+        """Keep a round's row."""
+        self.rounds.append(tuple(row[c] for c in ROUND_COLUMNS))
+
+    def add_devices(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Keep device rows."""
+        self.device_rounds.extend(rows)
+
+    def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Keep UA rows."""
+        self.device_ua.extend(rows)
 
 
 def effective_mbps(num_bytes: int, flow_s: float) -> float:

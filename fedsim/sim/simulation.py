@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
+from fedsim.checkpoint import Checkpoint, LoopState
 from fedsim.config import Scenario
 from fedsim.offload import HistoryEntry
 from fedsim.runtime.base import Evaluation, Runtime
 from fedsim.sim.availability import Availability
 from fedsim.sim.network import Network
+from fedsim.sim.offloading import HISTORY_ROUNDS
 from fedsim.sim.planning import Payloads, RoundPlanner, SimulationInputs
 from fedsim.sim.population import Population
 from fedsim.sim.rows import (
@@ -23,6 +27,8 @@ from fedsim.sim.rows import (
     DEVICE_COLUMNS,
     ROUND_COLUMNS,
     UA_COLUMNS,
+    MemorySink,
+    RowSink,
     device_rows,
     round_row,
 )
@@ -37,11 +43,8 @@ __all__ = [
 
 @dataclass
 class SimulationResult:
-    """Rows of the result tables, in the column order of the module constants."""
+    """How the run ended (its rows went to the sink as the rounds finished)."""
 
-    rounds: list[tuple[object, ...]] = field(default_factory=list)
-    device_rounds: list[tuple[object, ...]] = field(default_factory=list)
-    device_ua: list[tuple[object, ...]] = field(default_factory=list)
     wall_s_per_round: list[float] = field(default_factory=list)
     stopped_by: str = ""
 
@@ -61,6 +64,8 @@ class Simulation:
         Profiles, model description, algorithm, payload sizes, samples per device.
     runtime : Runtime or None
         Where training runs; None runs the systems model alone (``learning: false``).
+    sink : RowSink, optional
+        Where the rows go as each round finishes (default: kept in memory).
     on_round : callable, optional
         Called after every round with the round's row (for progress display).
     """
@@ -71,11 +76,13 @@ class Simulation:
         inputs: SimulationInputs,
         runtime: Runtime | None,
         on_round: Callable[[dict[str, object]], None] | None = None,
+        sink: RowSink | None = None,
     ) -> None:
         self.scenario = scenario
         self.inputs = inputs
         self.runtime = runtime
         self.on_round = on_round
+        self.sink: RowSink = sink if sink is not None else MemorySink()
         self.env = simpy.Environment()
         self.population = Population.from_topology(scenario.topology)
         trace = inputs.availability_trace
@@ -167,9 +174,7 @@ class Simulation:
             round_index, version + int(synced), start, env.now, timing, (edge_s, cloud_s),
             backhaul, energies,
         )  # fmt: skip
-        self.result.device_rounds.extend(
-            device_rows(round_index, timing.outcomes, self.population, energies)
-        )
+        self.sink.add_devices(device_rows(round_index, timing.outcomes, self.population, energies))
         self._remember(round_index, timing.outcomes)
         return row, synced
 
@@ -219,17 +224,63 @@ class Simulation:
         q = ev.ua_quantiles()
         if q is not None:
             row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-            self.result.device_ua.extend((version, d, ev.ua[d]) for d in sorted(ev.ua))
+            self.sink.add_ua([(version, d, ev.ua[d]) for d in sorted(ev.ua)])
         return ev.accuracy
 
     def _finish_row(self, row: dict[str, object], wall_s: float) -> None:
-        self.result.rounds.append(tuple(row[c] for c in ROUND_COLUMNS))
+        self.sink.add_round(row)
         self.result.wall_s_per_round.append(wall_s)
         if self.on_round is not None:
             self.on_round(row)
 
-    def run(self) -> SimulationResult:
-        """Run rounds until a stop rule holds; return the result rows.
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def snapshot(self, loop: LoopState) -> Checkpoint:
+        """Return the run's state at this round boundary (the models are the runtime's)."""
+        offload = self.planner.offload
+        return Checkpoint(
+            loop=dataclasses.replace(loop),
+            now_s=float(self.env.now),
+            pending_edges=sorted(self._pending),
+            stale_edges=sorted(self._stale),
+            data_at_edge=sorted(offload.data_at_edge),
+            history={
+                str(d): [list(dataclasses.astuple(e)) for e in h]
+                for d, h in sorted(offload.history.items())
+            },  # fmt: skip
+            totals={},
+            table_bytes={},
+            wall_s_per_round=list(self.result.wall_s_per_round),
+        )
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue from a checkpoint: the clock at its time, the servers' bookkeeping."""
+        self.env = simpy.Environment(initial_time=ckpt.now_s)
+        self.network = Network(
+            self.env, self.scenario, self.inputs.profiles, self.population, self.inputs.bandwidth
+        )
+        self._pending, self._stale = set(ckpt.pending_edges), set(ckpt.stale_edges)
+        offload = self.planner.offload
+        offload.data_at_edge = set(ckpt.data_at_edge)
+        for d, entries in ckpt.history.items():
+            offload.history[int(d)] = deque(
+                (HistoryEntry(*e) for e in entries), maxlen=HISTORY_ROUNDS
+            )
+        self.result.wall_s_per_round = list(ckpt.wall_s_per_round)
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(
+        self,
+        loop: LoopState | None = None,
+        checkpoint: Callable[[LoopState], None] | None = None,
+        checkpoint_due: Callable[[int], bool] | None = None,
+    ) -> SimulationResult:
+        """Run rounds until a stop rule holds; return how it ended.
+
+        ``loop``: where to start (a resumed run, after :meth:`restore`). ``checkpoint`` is
+        called at the round boundaries ``checkpoint_due(round_index)`` asks for, after the
+        round's row went to the sink.
 
         While the rounds run, the objects made before them (libraries, data, models) are
         moved out of the cyclic garbage collector's sight (``gc.freeze``, undone at the
@@ -238,44 +289,53 @@ class Simulation:
         """
         gc.freeze()
         try:
-            return self._run_rounds()
+            return self._run_rounds(loop or LoopState(), checkpoint, checkpoint_due)
         finally:
             gc.unfreeze()
 
-    def _run_rounds(self) -> SimulationResult:
+    def _run_rounds(
+        self,
+        loop: LoopState,
+        checkpoint: Callable[[LoopState], None] | None,
+        checkpoint_due: Callable[[int], bool] | None,
+    ) -> SimulationResult:
         """Run the rounds.
 
         When no stop rule needs the accuracy (no ``target_accuracy``), a round's evaluation
         is read only after the next round's work has been submitted, so a runtime with
         actors evaluates while devices train; rows and progress then follow one round late.
-        A deferred round's wall time runs until the next round starts.
+        A deferred round's wall time runs until the next round starts. A round about to be
+        checkpointed is never deferred.
         """
-        self.result = SimulationResult()
         stop = self.scenario.stop
         every = self.scenario.evaluation.every
-        version = 0
-        evaluated_version = -1
         pending: tuple[int, dict[str, object], Callable[[], Evaluation], float] | None = None
-        for round_index in range(stop.max_rounds):
+        for round_index in range(loop.next_round, stop.max_rounds):
             wall0 = time.perf_counter()
-            row, synced = self.run_one(round_index, version)
+            row, synced = self.run_one(round_index, loop.version)
             if pending is not None:
                 p_version, p_row, values, p_wall0 = pending
                 self._fill(p_version, p_row, values())
                 self._finish_row(p_row, wall0 - p_wall0)
                 pending = None
-            version += int(synced)
+            loop.version += int(synced)
             last = round_index + 1 == stop.max_rounds or (
                 stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s
             )
-            due = synced and (version % every == 0 or last) and version != evaluated_version
+            save = (
+                checkpoint is not None
+                and checkpoint_due is not None
+                and (not last and checkpoint_due(round_index))
+            )
+            version = loop.version
+            due = synced and (version % every == 0 or last) and version != loop.evaluated_version
             row.update(dict.fromkeys(ACCURACY_COLUMNS))
             accuracy = None
             if due and self.runtime is not None:
                 ua_ids = range(self.population.num_devices) if self.scenario.evaluation.ua else ()
                 values = self.runtime.submit_evaluation(ua_ids)
-                evaluated_version = version
-                if stop.target_accuracy is None and not last:
+                loop.evaluated_version = version
+                if stop.target_accuracy is None and not last and not save:
                     pending = (version, row, values, wall0)
                 else:
                     accuracy = self._fill(version, row, values())
@@ -288,6 +348,10 @@ class Simulation:
             if stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s:
                 self.result.stopped_by = "max_virtual_s"
                 break
+            loop.next_round = round_index + 1
+            if save:
+                assert checkpoint is not None
+                checkpoint(loop)
         else:
             self.result.stopped_by = "max_rounds"
         return self.result

@@ -1,9 +1,19 @@
+import itertools
 import json
 
 import pandas as pd
 import pytest
 
-from fedsim.analysis import is_run_dir, is_sweep_dir, load, load_run, load_sweep, rounds_frame
+from fedsim.analysis import (
+    config_labels,
+    is_run_dir,
+    is_sweep_dir,
+    load,
+    load_run,
+    load_sweep,
+    rounds_frame,
+    target_table,
+)
 
 
 def test_load_run_reads_all_files(hand_run):
@@ -74,3 +84,51 @@ def test_load_sweep_skips_runs_not_finished(tmp_path, make_hand_run):
     assert rs[0].params == {"k": "1"}
     with pytest.raises(FileNotFoundError):
         load_sweep(tmp_path, complete_only=False)
+
+
+def _edit_scenario(run_dir, **changes):
+    """Change ``run.json``'s resolved scenario: ``section={key: value}`` or ``key=value``."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            meta["scenario"].setdefault(key, {}).update(value)
+        else:
+            meta["scenario"][key] = value
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    return run_dir
+
+
+def test_loose_runs_are_grouped_by_resolved_scenario(tmp_path, make_hand_run):
+    # two scenarios named alike, with the same seeds: not four seeds of one configuration
+    for k in (3, 5):
+        for seed in (1, 2):
+            run = make_hand_run(tmp_path / "runs" / f"k{k}-s{seed}", seed=seed)
+            _edit_scenario(run, rounds={"participants": k})
+    rs = load(tmp_path / "runs")
+    assert [r.label for r in rs] == ["hand [participants=3]"] * 2 + ["hand [participants=5]"] * 2
+    table = target_table(rs, "accuracy", 0.8)
+    assert table["label"].tolist() == ["hand [participants=3]", "hand [participants=5]"]
+    assert table["seeds"].tolist() == ["2/2", "2/2"]
+
+
+def test_config_labels_name_and_differences(tmp_path, make_hand_run):
+    counter = itertools.count()
+
+    def run(name, seed=1, **changes):
+        path = make_hand_run(tmp_path / f"run{next(counter)}", seed)
+        return load_run(_edit_scenario(path, name=name, **changes))
+
+    # different names: the name alone; a seed alone does not make another configuration
+    assert config_labels([run("a"), run("a", seed=2), run("b")]) == ["a", "a", "b"]
+    edges = {"topology": {"cloud": {"hardware": "x", "backhaul": "wan"}}}
+    same_name = [run("hand"), run("hand", rounds={"deadline_s": 3.0}), run("hand", **edges)]
+    assert config_labels(same_name) == [
+        "hand [deadline_s=12.0, cloud.hardware=cloud_server]",
+        "hand [deadline_s=3.0, cloud.hardware=cloud_server]",
+        "hand [deadline_s=12.0, cloud.hardware=x]",
+    ]
+    many = {"stop": {"max_rounds": 9, "target_accuracy": 0.5}, "model": "cnn"}
+    assert config_labels([run("hand"), run("hand", rounds={"cloud_every": 2}, **many)]) == [
+        "hand #1",
+        "hand #2",
+    ]

@@ -1,12 +1,18 @@
+import math
 import xml.etree.ElementTree as ET
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import OFFLOAD_UTILISATION
+from demo import make_demo_run
 from matplotlib.figure import Figure
 
 from fedsim.analysis import (
     load_run,
+    load_runs,
     load_sweep,
+    mean_ci,
     plot_cumulative,
     plot_curves,
     plot_device_timeline,
@@ -15,6 +21,7 @@ from fedsim.analysis import (
     plot_ua_boxplot,
     save_figure,
 )
+from fedsim.analysis.metrics import metric_range
 from fedsim.analysis.plots import (
     device_rounds_with_plans,
     edge_utilisation,
@@ -65,7 +72,7 @@ def test_timeline_marks_deadline_and_stragglers(hand_run):
     assert pick_timeline_round(run) == 1  # every round has one bad device: first wins
     fig = plot_device_timeline(run, round=2)
     ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "deadline" in labels and "round end" in labels
     deadline_x = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert deadline_x == [10.0 + 12.0]  # round start + rounds.deadline_s
@@ -125,7 +132,16 @@ def test_timeline_draws_offloaded_work_on_edge_lanes(offload_run):
     fig = plot_device_timeline(run, round=0)
     ax = fig.axes[0]
     ticks = [t.get_text() for t in ax.get_yticklabels()]
-    assert ticks == ["0", "1", "2 · full", "3 · split(2)", "4", "5", "edge home", "edge operator"]
+    assert ticks == [
+        "0 · rpi4/wifi",
+        "1 · rpi4/wifi",
+        "2 · rpi3b/wifi · full",
+        "3 · phone_mid/4g · split(2)",
+        "4 · phone_mid/4g",
+        "5 · phone_low/3g",
+        "edge home",
+        "edge operator",
+    ]
     # full: the data upload (0-2 s) comes first, then the edge trains 2-5 s on its lane
     assert _edge_lane_bars(ax, "#c51b8a") == [(2.0, 3.0)]
     # split: the compute interval (1-6 s) on the device's lane and on the edge's lane
@@ -133,7 +149,7 @@ def test_timeline_draws_offloaded_work_on_edge_lanes(offload_run):
     assert _edge_lane_bars(ax, "#fbb4d9") == [(1.0, 5.0)]
     # the edge tier after the close (8.5 s) on both edge lanes
     assert _edge_lane_bars(ax, "#31a354") == [(8.5, 1.0), (8.5, 1.0)]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     for label in ("Upload of training data (full)", "Trained on the edge (full)", "oom"):
         assert label in labels
     oom = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
@@ -162,3 +178,45 @@ def test_offload_figures_save_png_and_svg(offload_run, tmp_path):
         png, svg = save_figure(fig, tmp_path / name)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         ET.parse(svg)
+
+
+def _band_ys(ax):
+    """Return the y values of the axes' filled bands (fill_between), NaN left out."""
+    ys = [p.vertices[:, 1] for c in ax.collections for p in c.get_paths()]
+    ys = np.concatenate(ys) if ys else np.array([])
+    return ys[np.isfinite(ys)]
+
+
+def test_ci_band_is_clipped_to_the_metric_range(tmp_path, make_hand_run):
+    # three seeds whose accuracy at round 5 is 0.7, 0.99, 0.99: the raw 95 % interval
+    # reaches 1.3, the band stops at 1
+    paths = []
+    for i, acc in enumerate([0.7, 0.99, 0.99]):
+        path = make_hand_run(tmp_path / f"s{i}", seed=i)
+        rounds = pd.read_csv(path / "rounds.csv")
+        rounds.loc[4, "accuracy"] = acc
+        rounds.to_csv(path / "rounds.csv", index=False)
+        paths.append(path)
+    rs = load_runs(paths, labels=["x"] * 3)
+    assert mean_ci([0.7, 0.99, 0.99]).high > 1.3
+    ax = plot_metric(rs, "accuracy", x="round").axes[0]
+    ys = _band_ys(ax)
+    assert ys.max() == 1.0 and ys.min() >= 0.0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["config=x (3 seeds)"]
+
+
+def test_metric_range():
+    assert metric_range("accuracy") == (0.0, 1.0) and metric_range("ua_p10") == (0.0, 1.0)
+    for name in ("round_time_s", "cum_bytes", "cum_energy_j", "loss", "energy_j", "rounds"):
+        assert metric_range(name) == (0.0, math.inf)
+    assert metric_range("something_else") == (-math.inf, math.inf)
+
+
+@pytest.mark.parametrize(("devices", "step"), [(100, 1), (300, 3)])
+def test_timeline_of_many_devices_stays_compact(tmp_path, devices, step):
+    run = load_run(make_demo_run(tmp_path / "run", devices=devices, participants=devices, rounds=1))
+    fig = plot_device_timeline(run, round=1)
+    assert fig.get_size_inches()[1] * 100 <= 1200  # px at the report's 100 dpi (was 3,000)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(ticks) == math.ceil(devices / step)  # every step-th lane labelled
+    assert ticks[0] == "0 · rpi4/wifi" and ticks[-1].endswith(" · phone/4g")

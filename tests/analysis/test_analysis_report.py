@@ -1,12 +1,23 @@
+import html
+import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import OFFLOAD_DEVICE_COLUMNS, OFFLOAD_ROUND_COLUMNS  # tests/analysis/conftest.py
-from demo import make_demo_run
+from demo import make_demo_run, make_demo_sweep
 
-from fedsim.analysis import load, write_report
-from fedsim.analysis.report import edge_utilisation_table, plan_table
+from fedsim.analysis import (
+    load,
+    load_sweep,
+    plot_cumulative,
+    plot_curves,
+    plot_metric,
+    write_report,
+)
+from fedsim.analysis.report import edge_utilisation_table, plan_table, runs_table
+from fedsim.analysis.tables import format_si
 
 
 def test_report_of_a_sweep_is_self_contained(demo_sweep, tmp_path):
@@ -129,3 +140,111 @@ def test_report_of_runs_without_offloading(fmt, hand_run, offload_run, tmp_path)
     assert ">Offloading<" not in text and "edge utilisation" not in text
     assert ">Stragglers: device timelines<" in text
     assert len(_images(text)) >= 5
+
+
+def _band_ys(ax):
+    ys = [p.vertices[:, 1] for c in ax.collections for p in c.get_paths()]
+    ys = np.concatenate(ys) if ys else np.array([])
+    return ys[np.isfinite(ys)]
+
+
+def test_report_bands_stay_in_range_with_two_seeds(tmp_path):
+    sweep = make_demo_sweep(tmp_path / "sweep", participants=(3, 30), seeds=2, rounds=12)
+    rs = load_sweep(sweep)
+    # the banded figures of the report, drawn as write_report draws them
+    figures = [plot_curves(rs), plot_metric(rs, "round_time_s", x="round"), plot_cumulative(rs)]
+    axes = [ax for fig in figures for ax in fig.axes]
+    assert len(axes) == 7
+    for ax in axes:
+        ys = _band_ys(ax)
+        assert ys.size and ys.min() >= 0.0, ax.get_ylabel()
+        if "accuracy" in ax.get_ylabel().lower():
+            assert ys.max() <= 1.0, ax.get_ylabel()
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend == [
+            "participants=3 (2 seeds, band min–max)",
+            "participants=30 (2 seeds, band min–max)",
+        ]
+    text = write_report(sweep, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "±" not in text  # no 95 % interval over 2 seeds in any table
+    assert "n = 2)" in text and "with fewer than 3 seeds an interval means little" in text
+
+
+def _scenario_rows(text):
+    table = text.split("<h2>Scenario</h2>")[1].split("</table>")[0]
+    return {k: html.unescape(v) for k, v in re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td>", table)}
+
+
+def _edit_meta(run_dir, **scenario):
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["scenario"].update(scenario)
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+def test_report_scenario_lists_only_what_applies(tmp_path, make_hand_run):
+    run_dir = make_hand_run(tmp_path / "run")
+    _edit_meta(
+        run_dir,
+        data={"dataset": "digits", "partition": {"kind": "dirichlet", "alpha": 0.5,
+              "shards_per_device": 2, "test_per_device": None}},
+        runtime={"kind": "inline", "workers": 2, "address": None, "torch_threads": 1,
+                 "vectorize": "auto", "timeout_s": 600.0, "dashboard": False},
+        availability={"kind": "always_on", "mean_on_s": 3600.0, "mean_off_s": 600.0},
+    )  # fmt: skip
+    rows = _scenario_rows(write_report(run_dir).read_text(encoding="utf-8"))
+    assert rows["Learning"] == "true"
+    assert rows["Data"] == "digits, partition kind=dirichlet, alpha=0.5"
+    assert rows["Runtime"] == "kind=inline, torch_threads=1, vectorize=auto"
+    assert rows["Availability"] == "kind=always_on"
+
+
+def test_report_of_learning_false(tmp_path, make_hand_run):
+    run_dir = make_hand_run(tmp_path / "run")
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    rounds[["accuracy", "ua_mean", "loss"]] = float("nan")
+    rounds.to_csv(run_dir / "rounds.csv", index=False)
+    (run_dir / "device_ua.csv").write_text("version,device_id,accuracy\n")
+    _edit_meta(run_dir, learning=False, stop={"max_rounds": 5, "target_accuracy": 0.8})
+    text = write_report(run_dir).read_text(encoding="utf-8")
+    rows = _scenario_rows(text)
+    assert rows["Learning"].startswith("false") and "Evaluation" not in rows
+    images = _images(text)
+    assert "learning curves" not in images and "round time" in images
+    assert "No accuracy to plot: learning: false" in text
+    assert "accuracy ≥" not in text  # no target: nothing can reach it
+    assert "final accuracy" not in text and "final mean UA" not in text
+
+
+def test_report_of_loose_runs_of_two_configurations(tmp_path, make_hand_run):
+    for deadline in (12.0, 20.0):
+        for seed in (1, 2):
+            run_dir = make_hand_run(tmp_path / "runs" / f"d{deadline:g}-s{seed}", seed=seed)
+            _edit_meta(run_dir, rounds={"participants": 3, "deadline_s": deadline})
+    text = write_report(tmp_path / "runs").read_text(encoding="utf-8")
+    configs = "hand [deadline_s=12.0] (2 runs); hand [deadline_s=20.0] (2 runs)"
+    assert configs in _scenario_rows(text)["Configurations"]
+    assert "<th>configuration</th>" in text and "<th>label</th>" not in text
+
+
+def test_runs_table_is_readable(demo_sweep):
+    table = runs_table(load_sweep(demo_sweep))
+    assert list(table.columns) == [
+        "run", "rounds.participants", "seed", "rounds", "virtual time (s)", "final accuracy",
+        "final mean UA", "traffic up", "traffic down", "device energy", "stragglers", "dropped",
+    ]  # fmt: skip
+    assert all(re.fullmatch(r"[\d.]+ [kM]B", c) for c in table["traffic up"]), table["traffic up"]
+    assert all(re.fullmatch(r"[\d.]+ k?J", c) for c in table["device energy"])
+    assert format_si(2.32e9, "B") == "2.32 GB" and format_si(231_360, "B") == "231 kB"
+    assert format_si(48.1, "J") == "48.1 J" and format_si(float("nan"), "B") == "n/a"
+
+
+def test_report_draws_the_chosen_round(hand_run, tmp_path):
+    from fedsim.cli import main
+
+    out = tmp_path / "r.html"
+    assert main(["report", str(hand_run), "--round", "3", "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "hand_run, round 3 (chosen)" in text
+    assert "the round with the most stragglers" not in text
+    text = write_report(hand_run, out, gantt_round=99).read_text(encoding="utf-8")
+    assert "hand_run: no device rows for round 99 (its rounds: 1–5)" in text

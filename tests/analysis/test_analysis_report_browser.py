@@ -29,19 +29,28 @@ pytestmark = [
     ),
 ]
 
+# The page's width, its scroll width and each table's right edge, in CSS px.
+_LAYOUT = """(() => ({
+  page: document.documentElement.clientWidth,
+  scroll: document.documentElement.scrollWidth,
+  tables: Array.from(document.querySelectorAll('table')).map(
+    t => Math.ceil(t.getBoundingClientRect().right)),
+}))()"""
+
 _PROBE = """<script>
 window.__errors = [];
 window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images).map(i => [i.complete, i.naturalWidth]);
+  const layout = LAYOUT;
   const pre = document.createElement('pre'); pre.id = 'probe';
-  pre.textContent = JSON.stringify({errors: window.__errors, imgs: imgs});
+  pre.textContent = JSON.stringify({errors: window.__errors, imgs: imgs, layout: layout});
   document.body.appendChild(pre);
 });
-</script>"""
+</script>""".replace("LAYOUT", _LAYOUT)
 
 
-def _check_with_playwright(report: Path, shot: Path) -> tuple[list[str], list[list]]:
+def _check_with_playwright(report: Path, shot: Path) -> tuple[list[str], list[list], dict]:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -56,13 +65,14 @@ def _check_with_playwright(report: Path, shot: Path) -> tuple[list[str], list[li
             imgs = page.evaluate(
                 "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"
             )
+            layout = page.evaluate(_LAYOUT)
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    return errors, imgs
+    return errors, imgs, layout
 
 
-def _check_with_cli(report: Path, shot: Path) -> tuple[list[str], list[list]]:
+def _check_with_cli(report: Path, shot: Path) -> tuple[list[str], list[list], dict]:
     """Fallback without playwright: a probe script writes its findings into the DOM."""
     probed = report.with_name("probed.html")
     probed.write_text(
@@ -70,7 +80,7 @@ def _check_with_cli(report: Path, shot: Path) -> tuple[list[str], list[list]]:
     )
     base = [CHROMIUM, "--headless", *ARGS, "--virtual-time-budget=10000"]
     dom = subprocess.run(
-        [*base, "--dump-dom", probed.as_uri()],
+        [*base, "--window-size=1280,900", "--dump-dom", probed.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -84,7 +94,7 @@ def _check_with_cli(report: Path, shot: Path) -> tuple[list[str], list[list]]:
         timeout=120,
         check=True,
     )
-    return found["errors"], found["imgs"]
+    return found["errors"], found["imgs"], found["layout"]
 
 
 @pytest.mark.timeout(300)
@@ -94,10 +104,14 @@ def test_report_renders_in_chromium(demo_sweep, tmp_path):
     try:
         import playwright  # noqa: F401
 
-        errors, imgs = _check_with_playwright(report, shot)
+        errors, imgs, layout = _check_with_playwright(report, shot)
     except ImportError:
-        errors, imgs = _check_with_cli(report, shot)
+        errors, imgs, layout = _check_with_cli(report, shot)
     assert errors == []
+    # every table fits a 1280 px window: no horizontal scrolling (the "All runs" table had
+    # raw column names and byte counts and overflowed)
+    assert layout["scroll"] <= layout["page"], layout
+    assert len(layout["tables"]) >= 5 and max(layout["tables"]) <= layout["page"], layout
     assert len(imgs) >= 6
     assert all(complete and width > 0 for complete, width in imgs), imgs
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,7 +48,22 @@ def test_target_table_not_reached_is_explicit(tmp_path, make_hand_run):
     assert "nan" not in to_markdown(table).lower()
     reached = target_table(runs, "accuracy", 0.8)
     assert reached.loc[0, "rounds"] == "3"  # both seeds: 3 rounds, no spread
-    assert reached.loc[0, "time_s"].startswith("33.5 ± ")
+    # two seeds: no t-interval (it would read 33.5 ± 12.7 s), the min–max instead
+    assert reached.loc[0, "time_s"] == "33.5 s (min–max 32.5–34.5, n = 2)"
+
+
+def test_target_table_interval_over_three_seeds_and_clipped(tmp_path, make_hand_run):
+    paths = [make_hand_run(tmp_path / f"s{i}", seed=i, shift_s=s) for i, s in enumerate([0, 3, 6])]
+    table = target_table(load_runs(paths, labels=["x"] * 3), "accuracy", 0.8)
+    half = 4.302652729749464 * 3 / 3**0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert table.loc[0, "time_s"] == f"35.5 ± {half:.1f} s"
+    # seeds reaching 0.5 at 10, 10 and 127 s: the interval (-119, 217) is clipped at 0 s
+    paths = [
+        make_hand_run(tmp_path / f"c{i}", seed=i, shift_s=s) for i, s in enumerate([0, 0, 117])
+    ]
+    cell = target_table(load_runs(paths, labels=["x"] * 3), "accuracy", 0.5).loc[0, "time_s"]
+    mean, high = 49.0, 49.0 + 4.302652729749464 * (117 / 3**0.5) / 3**0.5
+    assert cell == f"{mean:.1f} [0.0, {high:.1f}] s"
 
 
 def test_target_table_partly_reached_and_pivot(demo_sweep):

@@ -81,7 +81,7 @@ def test_dead_device_host_is_a_clear_error(tmp_path, local_ray):
         ray.kill(runtime._hosts[0])
         handles = runtime.train(0, 1, [0, 2])
         runtime.aggregate_edge(0, handles)
-        with pytest.raises(RuntimeFailure, match="device host 0 training devices"):
+        with pytest.raises(RuntimeFailure, match="device host 0 training 2 devices in round 1"):
             runtime.sync_cloud()
     finally:
         runtime.close()

@@ -1,0 +1,110 @@
+"""The Ray actors: device hosts, edges and the cloud, each wrapping its plain node."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ray
+import torch
+
+from fedsim.algorithms.base import Aggregate, State
+from fedsim.data import Dataset, DevicePartition
+from fedsim.runtime.base import LearningSetup
+from fedsim.runtime.memory import keep_freed_memory
+from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+from fedsim.runtime.transport import UpdateBatch
+
+
+def light_setup(setup: LearningSetup) -> LearningSetup:
+    """Return the setup without the data and partitions (they travel separately).
+
+    The dataset keeps its name and shapes but no rows: every actor's constructor arguments
+    are serialised, and the arrays go once through the object store instead.
+    """
+    return dataclasses.replace(setup, partitions=(), dataset=setup.dataset.without_rows())
+
+
+@ray.remote(num_cpus=1)
+class DeviceHostActor:
+    """A Ray actor owning many devices: their data views, training and evaluation."""
+
+    def __init__(
+        self, host_id: int, setup: LearningSetup, dataset: Dataset,
+        partitions: dict[int, DevicePartition],
+    ) -> None:  # fmt: skip
+        keep_freed_memory()
+        full = dataclasses.replace(setup, dataset=dataset)
+        self.host = DeviceHost(host_id, full, partitions)
+
+    def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
+        """Train the devices; their updates come back as one batch (one object)."""
+        return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
+
+    def score_blocks(self, state: State, blocks: list[int]) -> list[tuple[int, float]]:
+        """Score the global model on these blocks of the global test set."""
+        return self.host.score_blocks(state, blocks)
+
+    def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
+        """Return each device's UA."""
+        return self.host.evaluate(state, device_ids)
+
+
+@ray.remote(num_cpus=0)
+class EdgeActor:
+    """A Ray actor holding one edge's model; aggregates its devices' updates."""
+
+    def __init__(self, setup: LearningSetup, state: State) -> None:
+        keep_freed_memory()
+        self.edge = EdgeServer(setup, state)
+        # Aggregation runs while the device hosts wait for the next round, and it is
+        # elementwise (each output element's sum is computed alone, in update order), so
+        # every CPU of the node may take part without changing a bit of the result.
+        # (Revisit for asynchronous rounds, where hosts keep training meanwhile.)
+        torch.set_num_threads(max(setup.torch_threads, os.cpu_count() or 1))
+
+    def model(self) -> State:
+        """Return the edge's current model."""
+        return self.edge.model()
+
+    def aggregate(self, rows: list[tuple[int, int]], *batches: UpdateBatch) -> int:
+        """Aggregate the updates ``batches[b].update(row)`` for ``(b, row)`` in ``rows`` order."""
+        weights = [float(batches[b].num_samples[row]) for b, row in rows]
+        self.edge.aggregate(weights, (batches[b].update(row).payload for b, row in rows))
+        return len(rows)
+
+    def upload(self) -> Aggregate:
+        """Return the edge's payload and weight for the cloud."""
+        return self.edge.upload()
+
+    def receive(self, state: State) -> None:
+        """Take the new global model."""
+        self.edge.receive(state)
+
+    def snapshot(self) -> tuple[State, float]:
+        """Return the edge's model and weight (a checkpoint)."""
+        return self.edge.snapshot()
+
+    def restore(self, state: State, weight: float) -> None:
+        """Set the edge's model and weight (a resume)."""
+        self.edge.restore(state, weight)
+
+
+@ray.remote(num_cpus=0)
+class CloudActor:
+    """A Ray actor holding the global model and any server-side optimiser state."""
+
+    def __init__(self, setup: LearningSetup, dataset: Dataset) -> None:
+        self.cloud = CloudServer(dataclasses.replace(setup, dataset=dataset))
+
+    def model(self) -> State:
+        """Return the global model."""
+        return self.cloud.model()
+
+    def aggregate(self, *edges: Aggregate) -> State:
+        """Aggregate the edges' uploads into the global model."""
+        return self.cloud.aggregate(*edges)
+
+    def restore(self, state: State) -> None:
+        """Set the global model (a resume)."""
+        self.cloud.restore(state)

@@ -1,0 +1,185 @@
+"""Streaming results, checkpoints and resume: a killed run keeps its finished rounds, and a
+resumed run writes the same files, byte for byte, as one never interrupted."""
+
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import ray
+from helpers import REPO
+
+from fedsim import checkpoint
+from fedsim.api import resume, run
+from fedsim.checkpoint import Checkpoint, LoopState
+from fedsim.config import load_scenario
+from fedsim.errors import InputError
+
+QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
+FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv", "run.json")
+
+# two edges synced by the cloud every 3 rounds (edge models and weights live across
+# rounds), the gateway training for its rpi3b (the edge keeps their data), the phones
+# choosing by history-free estimates and splitting
+HIERARCHICAL = (
+    "stop.max_rounds=10", "stop.target_accuracy=null", "rounds.cloud_every=3",
+    "topology.edges.0.devices.1.offload.use=full",
+    "topology.edges.1.devices.0.offload.use=fastest",
+    "topology.edges.1.devices.1.offload.use=split", "topology.edges.1.devices.1.offload.params.k=1",
+    "checkpoint.every_rounds=2",
+)  # fmt: skip
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(rounds):
+    def on_round(row):
+        if row["round"] + 1 == rounds:
+            raise Crash
+
+    return on_round
+
+
+def _same_files(a, b, names=FILES):
+    for name in names:
+        assert filecmp.cmp(a / name, b / name, shallow=False), name
+
+
+@pytest.mark.parametrize("crash_after", [1, 5, 8])
+def test_resume_after_a_crash_is_byte_identical(tmp_path, crash_after):
+    sc = load_scenario(QUICKSTART, list(HIERARCHICAL))
+    ref = run(sc, tmp_path / "ref")
+    with pytest.raises(Crash):
+        run(sc, tmp_path / "cut", on_round=_crash_after(crash_after))
+    cut = tmp_path / "cut"
+    assert not (cut / "run.json").exists() and (cut / "run.partial.json").is_file()
+    rows = (cut / "rounds.csv").read_text().splitlines()
+    assert len(rows) == 1 + crash_after  # every finished round is on disk
+    # the crash comes with the row, before that boundary's checkpoint
+    assert checkpoint.next_round(cut) == ((crash_after - 1) // 2) * 2
+    res = resume(cut)
+    _same_files(ref.path, res.path)
+    assert not list(cut.glob("checkpoint*")) and not (cut / "run.partial.json").exists()
+    assert set(ref.device_rounds["plan"]) >= {"full", "split(1)"}
+
+
+def test_resume_on_ray_is_byte_identical_to_inline(tmp_path):
+    sets = [*HIERARCHICAL, "stop.max_rounds=6"]
+    ref = run(load_scenario(QUICKSTART, sets), tmp_path / "inline")
+    sc = load_scenario(QUICKSTART, [*sets, "runtime.kind=ray", "runtime.workers=2"])
+    try:
+        with pytest.raises(Crash):
+            run(sc, tmp_path / "ray", on_round=_crash_after(3))
+        res = resume(tmp_path / "ray")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    _same_files(ref.path, res.path, FILES[:3])  # run.json names the runtime
+
+
+def test_systems_only_run_resumes(tmp_path):
+    sets = ["learning=false", "data.samples_per_device=40", "stop.max_rounds=7",
+            "stop.target_accuracy=null", "checkpoint.every_rounds=3"]  # fmt: skip
+    sc = load_scenario(QUICKSTART, sets)
+    ref = run(sc, tmp_path / "ref")
+    with pytest.raises(Crash):
+        run(sc, tmp_path / "cut", on_round=_crash_after(5))
+    _same_files(ref.path, resume(tmp_path / "cut").path)
+
+
+def test_a_run_without_checkpoint_resumes_from_the_start(tmp_path):
+    sc = load_scenario(QUICKSTART, ["stop.max_rounds=3", "checkpoint.enabled=false"])
+    ref = run(sc, tmp_path / "ref")
+    with pytest.raises(Crash):
+        run(sc, tmp_path / "cut", on_round=_crash_after(2))
+    assert checkpoint.next_round(tmp_path / "cut") == 0
+    _same_files(ref.path, resume(tmp_path / "cut").path)
+
+
+def test_resume_refuses_complete_and_foreign_folders(tmp_path):
+    done = run(load_scenario(QUICKSTART, ["stop.max_rounds=1"]), tmp_path / "done")
+    with pytest.raises(InputError, match="the run is complete"):
+        resume(done.path)
+    with pytest.raises(InputError, match="not an unfinished run folder"):
+        resume(tmp_path)
+
+
+def test_two_runs_never_share_a_folder(tmp_path):
+    sc = load_scenario(QUICKSTART, ["stop.max_rounds=1"])
+    run(sc, tmp_path / "one")
+    with pytest.raises(InputError, match="already exists"):
+        run(sc, tmp_path / "one")
+
+
+def _ckpt(next_round):
+    return Checkpoint(LoopState(next_round, next_round, -1), 1.5, [], [0], [], {}, {}, {})
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    import torch
+
+    checkpoint.save(tmp_path, _ckpt(2), {"w": torch.ones(3)})
+
+    def killed(path, data):
+        raise KeyboardInterrupt  # after the new model file, before the new index
+
+    monkeypatch.setattr(checkpoint, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, _ckpt(4), {"w": torch.zeros(3)})
+    (tmp_path / ".checkpoint.json.tmp").write_text('{"half": ')  # a torn temporary file
+    got = checkpoint.load(tmp_path)
+    assert got is not None
+    ckpt, models = got
+    assert ckpt.loop.next_round == 2 and torch.equal(models["w"], torch.ones(3))
+
+
+def test_an_altered_checkpoint_is_refused(tmp_path):
+    import torch
+
+    checkpoint.save(tmp_path, _ckpt(2), {"w": torch.ones(3)})
+    model = tmp_path / "checkpoint-2.pt"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="missing or altered"):
+        checkpoint.load(tmp_path)
+    index = json.loads((tmp_path / "checkpoint.json").read_text())
+    index["format_version"] = 99
+    (tmp_path / "checkpoint.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="format_version"):
+        checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_cli_run_resumes_byte_identical(tmp_path, how):
+    # a real `fedsim run` process, killed once it has written 25 rounds, then `fedsim resume`
+    sets = ["--set", "stop.max_rounds=60", "--set", "stop.target_accuracy=null",
+            "--set", "checkpoint.every_rounds=4"]  # fmt: skip
+    cli = [sys.executable, "-m", "fedsim"]
+    ref = tmp_path / "ref"
+    subprocess.run([*cli, "run", str(QUICKSTART), "--out", str(ref), "--quiet", *sets],
+                   check=True, capture_output=True)  # fmt: skip
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*cli, "run", str(QUICKSTART), "--out", str(cut), "--quiet", *sets],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        table = cut / "rounds.csv"
+        if table.is_file() and len(table.read_text().splitlines()) > 25:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, how)
+    _, err = proc.communicate(timeout=60)
+    assert not (cut / "run.json").exists(), "the run ended before it was killed"
+    if how == signal.SIGTERM:  # as clean as Ctrl-C: a line saying how to continue, no trace
+        assert proc.returncode == 130
+        assert f"fedsim resume {cut}" in err and "Traceback" not in err
+    done = subprocess.run([*cli, "resume", str(cut), "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _same_files(ref, cut)
