@@ -1,6 +1,7 @@
 """Memory of a long run: flat after warm-up, however many rounds (streaming results).
 
 Run: python benchmarks/bench_memory.py [--devices 1000000] [--rounds 10000] [--per-round 1000]
+         [--set network.contention=false ...]
 
 One systems-only run (``learning: false``) of the quickstart topology resized to
 ``--devices`` devices, ``--per-round`` selected per round (over-selected 1.2 x, on/off
@@ -36,6 +37,8 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=10_000)
     ap.add_argument("--per-round", type=int, default=1000)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="more scenario overrides, e.g. network.contention=false")  # fmt: skip
     args = ap.parse_args()
     from fedsim.api import run
     from fedsim.config import load_scenario
@@ -45,7 +48,7 @@ def main() -> int:
         "learning=false", f"topology.edges.0.devices.0.count={args.devices - others}",
         f"rounds.participants={args.per_round}", "data.samples_per_device=40",
         "data.samples_sigma=0.5", f"stop.max_rounds={args.rounds}", "stop.target_accuracy=null",
-        "rounds.deadline_s=null",
+        "rounds.deadline_s=null", *args.set,
     ]  # fmt: skip
     sc = load_scenario(REPO / "scenarios" / "quickstart.yaml", sets)
     samples: list[float] = []
@@ -62,7 +65,8 @@ def main() -> int:
 
     print(
         f"memory of a long run: {args.devices:,} devices, {args.per_round:,} per round, "
-        f"{args.rounds:,} rounds, systems only; Python {sys.version.split()[0]}"
+        f"{args.rounds:,} rounds, systems only, {' '.join(args.set) or 'no more overrides'}; "
+        f"Python {sys.version.split()[0]}"
     )
     before = rss_mb()
     with tempfile.TemporaryDirectory() as tmp:

@@ -232,6 +232,7 @@ def run(
     source: str | None = None,
     profiles_dir: Path | None = None,
     on_warning: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run a scenario and write its run folder.
 
@@ -255,6 +256,9 @@ def run(
         Profiles folder (default: ``$FEDSIM_PROFILES`` or the bundled one).
     on_warning : callable, optional
         Called, before the first round, with each line ``fedsim validate`` warns about.
+    stop : callable, optional
+        Asked after every round; True stops the run there, after a checkpoint, by raising
+        ``KeyboardInterrupt`` (the command line's first Ctrl-C or SIGTERM).
 
     Raises
     ------
@@ -275,7 +279,8 @@ def run(
         for line in prep.warnings():
             on_warning(line)
     try:
-        return _drive(prep, wall0, lambda meta: RunFolder.create(out, TABLES, meta), on_round)
+        create = lambda meta: RunFolder.create(out, TABLES, meta)  # noqa: E731
+        return _drive(prep, wall0, create, on_round, stop=stop)
     except InputError as exc:
         raise naming(source, exc) from None
 
@@ -284,6 +289,7 @@ def resume(
     run_dir: str | Path,
     on_round: Callable[[dict[str, object]], None] | None = None,
     profiles_dir: Path | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or its start, if none).
 
@@ -307,7 +313,8 @@ def resume(
         )
     start = checkpoint.load(path)
     sizes = start[0].table_bytes if start is not None else header_bytes()
-    return _drive(prep, wall0, lambda _: RunFolder.reopen(path, TABLES, sizes), on_round, start)
+    reopen = lambda _: RunFolder.reopen(path, TABLES, sizes)  # noqa: E731
+    return _drive(prep, wall0, reopen, on_round, start, stop)
 
 
 def _drive(
@@ -316,6 +323,7 @@ def _drive(
     open_folder: Callable[[dict[str, Any]], RunFolder],
     on_round: Callable[[dict[str, object]], None] | None,
     start: tuple[Checkpoint, dict[str, Any]] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Build the runtime, open the run folder, run (or continue), write the final files."""
     scenario = prep.scenario
@@ -347,7 +355,7 @@ def _drive(
             prep.policies,
         )  # fmt: skip
         try:
-            result = execute(scenario, inputs, runtime, folder, totals, on_round, start)
+            result = execute(scenario, inputs, runtime, folder, totals, on_round, start, stop)
         finally:
             folder.close()
     finally:

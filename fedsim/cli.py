@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +48,26 @@ def _round_progress(total: int, done: int, quiet: bool):  # type: ignore[no-unty
 
 
 @contextlib.contextmanager
-def _resumable(out: Path) -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C; on either, say how to continue the run in ``out``."""
+def _resumable(out: Path) -> Iterator[Callable[[], bool]]:
+    """Stop a run cleanly on Ctrl-C or SIGTERM; say how to continue it in ``out``.
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    Yields the run's ``stop`` callable. The first signal asks the run to stop after the
+    round going on (it checkpoints there); a second one stops it at once.
+    """
+    asked = threading.Event()
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def request(signum: int, frame: object) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print(
+            "\nstopping after this round, with a checkpoint (again to stop now)",
+            file=sys.stderr,
+        )
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield asked.is_set
     except (KeyboardInterrupt, RuntimeFailure) as exc:
         if (out / "run.partial.json").is_file():
             failed = isinstance(exc, RuntimeFailure)
@@ -68,7 +80,8 @@ def _resumable(out: Path) -> Iterator[None]:
                 raise SystemExit(1) from None
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -80,10 +93,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out_dir(scenario.name)
     bar, on_round = _round_progress(scenario.stop.max_rounds, 0, args.quiet)
     try:
-        with _resumable(out):
+        with _resumable(out) as stop:
             result = run(
                 scenario, out, on_round=on_round, source=args.scenario,
                 on_warning=lambda line: bar.write(f"warning: {line}", file=sys.stderr),
+                stop=stop,
             )  # fmt: skip
     finally:
         bar.close()
@@ -103,8 +117,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     start = checkpoint.next_round(out)
     bar, on_round = _round_progress(scenario.stop.max_rounds, start, args.quiet)
     try:
-        with _resumable(out):
-            result = resume(out, on_round=on_round)
+        with _resumable(out) as stop:
+            result = resume(out, on_round=on_round, stop=stop)
     finally:
         bar.close()
     print(run_summary(scenario, result.summary, result.path))

@@ -101,10 +101,12 @@ def execute(
     totals: Totals,
     on_round: Callable[[dict[str, object]], None] | None = None,
     start: tuple[Checkpoint, dict[str, Any]] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SimulationResult:
     """Run the simulation into ``folder``, checkpointing as the scenario asks.
 
-    ``start``: a checkpoint and its models to continue from (a resume).
+    ``start``: a checkpoint and its models to continue from (a resume). ``stop``: asked
+    after every round; True checkpoints there and raises ``KeyboardInterrupt``.
     """
     sink = FolderSink(folder, totals, on_round)
     sim = Simulation(scenario, inputs, runtime, on_round, sink)
@@ -126,7 +128,7 @@ def execute(
         checkpoint.save(folder.path, ckpt, models)
         rule.last_s = time.perf_counter()
 
-    return sim.run(loop, save if spec.enabled else None, rule.due)
+    return sim.run(loop, save if spec.enabled else None, rule.due, stop)
 
 
 def finish(

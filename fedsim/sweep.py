@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsim.errors import InputError
+from fedsim.results import PARTIAL
 
 __all__ = [
     "SweepError",
@@ -454,9 +455,14 @@ class _Runner:
 def _run_commands(
     scenario: Path, out_dir: Path, runs: list[SweepRun], extra_sets: Sequence[str], python: str
 ) -> dict[str, list[str]]:
+    """Return each run's command: ``fedsim resume`` for a run a checkpoint can continue."""
     commands = {}
     for r in runs:
-        cmd = [python, "-m", "fedsim", "run", str(scenario), "--out", str(out_dir / r.run_dir)]
+        run_dir = out_dir / r.run_dir
+        if (run_dir / PARTIAL).is_file():
+            commands[r.run_id] = [python, "-m", "fedsim", "resume", str(run_dir), "--quiet"]
+            continue
+        cmd = [python, "-m", "fedsim", "run", str(scenario), "--out", str(run_dir)]
         cmd.append("--quiet")
         for item in [*extra_sets, *(f"{k}={v}" for k, v in r.params.items()), f"seed={r.seed}"]:
             cmd += ["--set", item]
@@ -482,14 +488,18 @@ def _prepare_folder(out_dir: Path, meta: dict[str, object]) -> None:
 
 
 def _runs_to_do(out_dir: Path, runs: list[SweepRun], status: dict[str, str]) -> list[SweepRun]:
-    """Mark complete runs ``done``; clear what interrupted runs left; return the rest."""
+    """Mark complete runs ``done``; clear what interrupted runs left; return the rest.
+
+    An interrupted run that got as far as its run folder (``run.partial.json``) is kept:
+    it is resumed from its last checkpoint (docs/reliability.md).
+    """
     todo = []
     for r in runs:
         run_dir = out_dir / r.run_dir
         if (run_dir / "run.json").is_file():
             status[r.run_id] = "done"
             continue
-        if run_dir.exists():
+        if run_dir.exists() and not (run_dir / PARTIAL).is_file():
             shutil.rmtree(run_dir)
         for tmp in run_dir.parent.glob(f".{run_dir.name}.tmp*"):  # a killed run's temp folder
             shutil.rmtree(tmp, ignore_errors=True)
@@ -513,8 +523,9 @@ def run_sweep(
     --set <extra_sets>... --set key=value... --set seed=S`` (grid values override
     ``extra_sets``). Seed index ``i`` uses ``S = scenario seed + i``. A run folder that
     already holds ``run.json`` is complete (``fedsim run`` writes it last) and is
-    skipped; a leftover folder without it (an interrupted or failed run) is removed and
-    run again.
+    skipped; an interrupted run's folder (``run.partial.json``) is continued from its last
+    checkpoint with ``python -m fedsim resume``; any other leftover is removed and run
+    again.
 
     The sweep folder gets ``sweep.json`` (scenario, grid, seeds, base seed, extra sets),
     ``index.csv`` (``run_id``, one column per grid key, ``seed``, ``status``,

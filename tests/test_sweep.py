@@ -237,3 +237,31 @@ def test_format_progress():
     assert format_progress(p) == (
         "sweep: 6/12 runs done, 1 failed; k=3__seed=2 done after 41 s; ETA 4 min 10 s"
     )
+
+
+@needs_cli
+@pytest.mark.slow
+def test_sweep_resumes_a_cut_run_from_its_checkpoint(tmp_path):
+    # the sweep's own run, cut after round 3 of 6 (its checkpoint after round 2): the next
+    # sweep continues it with `fedsim resume`, and its files equal a clean sweep's
+    from fedsim.api import run
+    from fedsim.config import load_scenario
+
+    sets = ["stop.max_rounds=6", "stop.target_accuracy=null", "checkpoint.every_rounds=2"]
+    clean, cut = tmp_path / "clean", tmp_path / "cut"
+    run_sweep(QUICKSTART, {}, seeds=1, out_dir=clean, extra_sets=sets)
+    run_dir = cut / "runs" / "seed=1"
+
+    def crash(row):
+        if row["round"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(load_scenario(QUICKSTART, [*sets, "seed=1"]), run_dir, on_round=crash,
+            source=str(QUICKSTART))  # fmt: skip
+    assert (run_dir / "checkpoint.json").is_file() and not (run_dir / "run.json").exists()
+    run_sweep(QUICKSTART, {}, seeds=1, out_dir=cut, extra_sets=sets)
+    log = (cut / "logs" / "seed=1.log").read_text()
+    assert " resume " in log.splitlines()[0]  # continued, not started over
+    for name in ("rounds.csv", "device_rounds.csv", "device_ua.csv", "run.json"):
+        assert (run_dir / name).read_bytes() == (clean / "runs" / "seed=1" / name).read_bytes()

@@ -1,11 +1,13 @@
-"""The driver: the SimPy clock, rounds, selection, and the calls into the runtime."""
+"""The simulation: the clock, one round (select, dispatch, collect, aggregate), its state.
+
+``sync_driver.py`` runs the rounds one after another.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +18,13 @@ import simpy
 from fedsim.checkpoint import Checkpoint, LoopState
 from fedsim.config import Scenario
 from fedsim.offload import HistoryEntry
-from fedsim.runtime.base import Evaluation, Runtime
+from fedsim.runtime.base import Runtime
 from fedsim.sim.availability import Availability
 from fedsim.sim.network import Network
 from fedsim.sim.offloading import HISTORY_ROUNDS
 from fedsim.sim.planning import Payloads, RoundPlanner, SimulationInputs
 from fedsim.sim.population import Population
 from fedsim.sim.rows import (
-    ACCURACY_COLUMNS,
     DEVICE_COLUMNS,
     ROUND_COLUMNS,
     UA_COLUMNS,
@@ -33,6 +34,7 @@ from fedsim.sim.rows import (
     round_row,
 )
 from fedsim.sim.servers import fetch_models, serve
+from fedsim.sim.sync_driver import SyncDriver
 from fedsim.sim.sync_round import DeviceOutcome, DevicePlan, RoundTiming, run_round
 
 __all__ = [
@@ -216,23 +218,6 @@ class Simulation:
         if synced:
             self.runtime.sync_cloud()
 
-    # -- the run -------------------------------------------------------------------------
-
-    def _fill(self, version: int, row: dict[str, object], ev: Evaluation) -> float:
-        """Write an evaluation into the row's accuracy columns and the UA rows."""
-        row["accuracy"], row["loss"] = ev.accuracy, ev.loss
-        q = ev.ua_quantiles()
-        if q is not None:
-            row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-            self.sink.add_ua([(version, d, ev.ua[d]) for d in sorted(ev.ua)])
-        return ev.accuracy
-
-    def _finish_row(self, row: dict[str, object], wall_s: float) -> None:
-        self.sink.add_round(row)
-        self.result.wall_s_per_round.append(wall_s)
-        if self.on_round is not None:
-            self.on_round(row)
-
     # -- checkpoints -----------------------------------------------------------------------
 
     def snapshot(self, loop: LoopState) -> Checkpoint:
@@ -270,17 +255,21 @@ class Simulation:
 
     # -- the run -------------------------------------------------------------------------
 
+    # -- the run -------------------------------------------------------------------------
+
     def run(
         self,
         loop: LoopState | None = None,
         checkpoint: Callable[[LoopState], None] | None = None,
         checkpoint_due: Callable[[int], bool] | None = None,
+        stop_now: Callable[[], bool] | None = None,
     ) -> SimulationResult:
         """Run rounds until a stop rule holds; return how it ended.
 
         ``loop``: where to start (a resumed run, after :meth:`restore`). ``checkpoint`` is
         called at the round boundaries ``checkpoint_due(round_index)`` asks for, after the
-        round's row went to the sink.
+        round's row went to the sink. ``stop_now`` is asked after every round: True finishes
+        that round's row, checkpoints and raises ``KeyboardInterrupt``.
 
         While the rounds run, the objects made before them (libraries, data, models) are
         moved out of the cyclic garbage collector's sight (``gc.freeze``, undone at the
@@ -289,69 +278,7 @@ class Simulation:
         """
         gc.freeze()
         try:
-            return self._run_rounds(loop or LoopState(), checkpoint, checkpoint_due)
+            driver = SyncDriver(self, checkpoint, checkpoint_due, stop_now)
+            return driver.run(loop or LoopState())
         finally:
             gc.unfreeze()
-
-    def _run_rounds(
-        self,
-        loop: LoopState,
-        checkpoint: Callable[[LoopState], None] | None,
-        checkpoint_due: Callable[[int], bool] | None,
-    ) -> SimulationResult:
-        """Run the rounds.
-
-        When no stop rule needs the accuracy (no ``target_accuracy``), a round's evaluation
-        is read only after the next round's work has been submitted, so a runtime with
-        actors evaluates while devices train; rows and progress then follow one round late.
-        A deferred round's wall time runs until the next round starts. A round about to be
-        checkpointed is never deferred.
-        """
-        stop = self.scenario.stop
-        every = self.scenario.evaluation.every
-        pending: tuple[int, dict[str, object], Callable[[], Evaluation], float] | None = None
-        for round_index in range(loop.next_round, stop.max_rounds):
-            wall0 = time.perf_counter()
-            row, synced = self.run_one(round_index, loop.version)
-            if pending is not None:
-                p_version, p_row, values, p_wall0 = pending
-                self._fill(p_version, p_row, values())
-                self._finish_row(p_row, wall0 - p_wall0)
-                pending = None
-            loop.version += int(synced)
-            last = round_index + 1 == stop.max_rounds or (
-                stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s
-            )
-            save = (
-                checkpoint is not None
-                and checkpoint_due is not None
-                and (not last and checkpoint_due(round_index))
-            )
-            version = loop.version
-            due = synced and (version % every == 0 or last) and version != loop.evaluated_version
-            row.update(dict.fromkeys(ACCURACY_COLUMNS))
-            accuracy = None
-            if due and self.runtime is not None:
-                ua_ids = range(self.population.num_devices) if self.scenario.evaluation.ua else ()
-                values = self.runtime.submit_evaluation(ua_ids)
-                loop.evaluated_version = version
-                if stop.target_accuracy is None and not last and not save:
-                    pending = (version, row, values, wall0)
-                else:
-                    accuracy = self._fill(version, row, values())
-            if pending is None:
-                self._finish_row(row, time.perf_counter() - wall0)
-            target = stop.target_accuracy
-            if target is not None and accuracy is not None and accuracy >= target:
-                self.result.stopped_by = "target_accuracy"
-                break
-            if stop.max_virtual_s is not None and self.env.now >= stop.max_virtual_s:
-                self.result.stopped_by = "max_virtual_s"
-                break
-            loop.next_round = round_index + 1
-            if save:
-                assert checkpoint is not None
-                checkpoint(loop)
-        else:
-            self.result.stopped_by = "max_rounds"
-        return self.result
