@@ -446,3 +446,12 @@ def test_random_sets_never_crash_run(tiny_module, sets):
     out = tiny_module.parent / f"run{next(RUNS)}"
     argv = ["run", str(tiny_module), "--quiet", "--out", str(out)]
     _clean_exit([*argv, *(f"--set={s}" for s in [*sets, *PINNED])])
+
+
+def test_report_on_an_unfinished_run_says_how_to_continue(tmp_path, capsys):
+    (tmp_path / "run.partial.json").write_text("{}")
+    line = one_error(capsys, "report", tmp_path)
+    assert line == (
+        f"error: {tmp_path}: the run is not complete (run.partial.json, no run.json): let it "
+        f"finish, or continue it with: fedsim resume {tmp_path}"
+    )

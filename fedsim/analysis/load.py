@@ -387,6 +387,11 @@ def load(path: str | Path) -> RunSet:
     if is_run_dir(path):
         return RunSet(runs=[load_run(path)])
     subdirs = sorted(p for p in path.iterdir() if is_run_dir(p)) if path.is_dir() else []
+    if not subdirs and (path / "run.partial.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: the run is not complete (run.partial.json, no run.json): let it finish, "
+            f"or continue it with: fedsim resume {path}"
+        )
     if not subdirs:
         raise FileNotFoundError(
             f"{path}: neither a run folder, a sweep folder nor a folder of run folders"
