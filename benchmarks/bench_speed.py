@@ -20,6 +20,10 @@ and the floor, the first round's time and the peak memory (PSS) of the whole pro
 Ray's processes included.
 
     FEDSIM_DATA=../shared/data python benchmarks/bench_speed.py [--rounds 6] [--skip-ray]
+        [--skip-raw] [--recover]
+
+``--recover`` adds ``ray-recover``: the Ray run with ``runtime.on_failure: recover``, whose
+only cost without failures is one wait per round for the round's aggregations.
 """
 
 from __future__ import annotations
@@ -314,6 +318,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="Ray device-host actors")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-raw", action="store_true")
+    ap.add_argument("--recover", action="store_true",
+                    help="also run fedsim on Ray with runtime.on_failure: recover")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = os.environ.get("FEDSIM_DATA")
@@ -344,6 +350,9 @@ def main() -> int:
         if not args.skip_ray:
             ray_extra = {"kind": "ray", "workers": args.workers}
             done("fedsim-ray", run_fedsim(raw, Path(tmp) / "ray", ray_extra))
+            if args.recover:  # the cost of confirming every round's aggregations
+                extra = {**ray_extra, "on_failure": "recover"}
+                done("ray-recover", run_fedsim(raw, Path(tmp) / "recover", extra))
     return report(rows)
 
 
