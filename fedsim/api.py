@@ -279,7 +279,9 @@ def run(
         for line in prep.warnings():
             on_warning(line)
     try:
-        create = lambda meta: RunFolder.create(out, TABLES, meta)  # noqa: E731
+        # a resume from another folder still finds the traces relative to the scenario file
+        where = {"scenario_path": str(Path(source).resolve())} if Path(source).is_file() else {}
+        create = lambda meta: RunFolder.create(out, TABLES, meta, where)  # noqa: E731
         return _drive(prep, wall0, create, on_round, stop=stop)
     except InputError as exc:
         raise naming(source, exc) from None
@@ -305,7 +307,9 @@ def resume(
     partial = read_partial(path)
     source = str(partial.get("scenario_file", "scenario"))
     scenario = scenario_from_dict(partial["scenario"], f"{path / PARTIAL}: scenario")
-    prep = check(scenario, source, profiles_dir)
+    located = (partial.get("resume") or {}).get("scenario_path", source)
+    # traces resolve against the scenario file where it was; run.json keeps its name as given
+    prep = dataclasses.replace(check(scenario, str(located), profiles_dir), source=source)
     if used_profiles(scenario, prep.profiles) != partial.get("profiles"):
         raise InputError(
             f"{path / PARTIAL}: profiles: the hardware or link profiles the run used have "

@@ -128,9 +128,17 @@ class RunFolder:
 
     @classmethod
     def create(
-        cls, path: Path, tables: dict[str, Sequence[str]], meta: dict[str, Any]
+        cls,
+        path: Path,
+        tables: dict[str, Sequence[str]],
+        meta: dict[str, Any],
+        resume_info: dict[str, Any] | None = None,
     ) -> RunFolder:
-        """Make the folder (it must not exist: two runs never share one) and the headers."""
+        """Make the folder (it must not exist: two runs never share one) and the headers.
+
+        ``resume_info`` goes into ``run.partial.json`` only (``"resume"``): what a resume
+        needs and ``run.json`` must not hold (e.g. the scenario file's absolute path).
+        """
         check_out_dir(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -140,7 +148,7 @@ class RunFolder:
                 f"{path}: output folder already exists; choose another --out"
             ) from None
         folder = cls(path, tables)
-        write_json_atomic(path / PARTIAL, {**meta, "complete": False})
+        write_json_atomic(path / PARTIAL, {**meta, "complete": False, "resume": resume_info or {}})
         folder._open("w")
         for name, columns in tables.items():
             folder._writers[name].writerow(columns)

@@ -69,6 +69,39 @@ def test_resume_after_a_crash_is_byte_identical(tmp_path, crash_after):
     assert set(ref.device_rounds["plan"]) >= {"full", "split(1)"}
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # measured traces (a transfer follows its bandwidth trace across rounds)
+        (
+            "traces.bandwidth=traces/quickstart_bandwidth.csv",
+            "traces.availability=traces/quickstart_availability.csv",
+        ),
+        # evaluations every 2 versions; the deadline cuts stragglers; instant detection
+        ("evaluation.every=2", "rounds.deadline_s=0.5", "rounds.failure_detection.kind=instant"),
+        # stop on virtual time, contention off, a fixed split with coarse steps
+        (
+            "stop.max_rounds=40",
+            "stop.max_virtual_s=7.0",
+            "network.contention=false",
+            "offload.use=split",
+            "offload.params.k=1",
+            "offload.batches_per_step=all",
+        ),
+    ],
+    ids=["traces", "every-2-deadline", "virtual-stop-split"],
+)
+def test_resume_matrix(tmp_path, variant):
+    sets = ["stop.max_rounds=8", "stop.target_accuracy=null", "checkpoint.every_rounds=3",
+            *variant]  # fmt: skip
+    sc = load_scenario(QUICKSTART, sets)
+    ref = run(sc, tmp_path / "ref", source=str(QUICKSTART))
+    assert ref.summary["rounds"] >= 5, ref.summary
+    with pytest.raises(Crash):
+        run(sc, tmp_path / "cut", on_round=_crash_after(5), source=str(QUICKSTART))
+    _same_files(ref.path, resume(tmp_path / "cut").path)
+
+
 def test_resume_on_ray_is_byte_identical_to_inline(tmp_path):
     sets = [*HIERARCHICAL, "stop.max_rounds=6"]
     ref = run(load_scenario(QUICKSTART, sets), tmp_path / "inline")
@@ -158,16 +191,20 @@ def test_an_altered_checkpoint_is_refused(tmp_path):
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_cli_run_resumes_byte_identical(tmp_path, how):
-    # a real `fedsim run` process, killed once it has written 25 rounds, then `fedsim resume`
+    # a real `fedsim run` process (started in the repository, the scenario named by a
+    # relative path, with traces relative to it), killed once it has written 25 rounds,
+    # then `fedsim resume` from another folder
     sets = ["--set", "stop.max_rounds=60", "--set", "stop.target_accuracy=null",
-            "--set", "checkpoint.every_rounds=4"]  # fmt: skip
+            "--set", "checkpoint.every_rounds=4",
+            "--set", "traces.bandwidth=traces/quickstart_bandwidth.csv"]  # fmt: skip
     cli = [sys.executable, "-m", "fedsim"]
+    scenario = "scenarios/quickstart.yaml"
     ref = tmp_path / "ref"
-    subprocess.run([*cli, "run", str(QUICKSTART), "--out", str(ref), "--quiet", *sets],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*cli, "run", scenario, "--out", str(ref), "--quiet", *sets],
+                   check=True, capture_output=True, cwd=REPO)  # fmt: skip
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([*cli, "run", str(QUICKSTART), "--out", str(cut), "--quiet", *sets],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen([*cli, "run", scenario, "--out", str(cut), "--quiet", *sets],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         table = cut / "rounds.csv"
@@ -182,6 +219,7 @@ def test_killed_cli_run_resumes_byte_identical(tmp_path, how):
         assert f"fedsim resume {cut}" in err and "Traceback" not in err
         rows = len((cut / "rounds.csv").read_text().splitlines()) - 1
         assert checkpoint.next_round(cut) == rows
-    done = subprocess.run([*cli, "resume", str(cut), "--quiet"], capture_output=True, text=True)
+    done = subprocess.run([*cli, "resume", str(cut), "--quiet"], capture_output=True, text=True,
+                          cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _same_files(ref, cut)
