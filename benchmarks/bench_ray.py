@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fedsim.api import _partitions, check, run
+from fedsim.api import run
 from fedsim.config import load_scenario
+from fedsim.prepare import check, device_partitions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def main() -> int:
     print(f"speed-up ray 2 workers vs 1 worker: {results['ray-1'] / results['ray-2']:.2f}x")
     print(f"ray 2 workers vs inline: {results['inline'] / results['ray-2']:.2f}x")
     prep = check(load_scenario(REPO / "scenarios" / "mnist_2nn.yaml", sets))
-    parts = _partitions(prep)
+    parts = device_partitions(prep)
     idx_bytes = sum(p.train_idx.nbytes + p.test_idx.nbytes for p in parts)
     print(
         f"per-device memory in a host: {idx_bytes / len(parts):.0f} bytes of indices "

@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 
 import fedsim
-from fedsim.api import _partitions, check
 from fedsim.config import scenario_from_dict
+from fedsim.prepare import check, device_partitions
 from fedsim.runtime.base import LearningSetup
 from fedsim.runtime.nodes import evaluate_state, initial_state, make_model
 from fedsim.runtime.training import batch_order
@@ -175,7 +175,7 @@ class Workload:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.scenario = scenario_from_dict(raw, "bench_speed")
         prep = check(self.scenario)
-        self.parts = _partitions(prep)
+        self.parts = device_partitions(prep)
         ds = prep.dataset
         self.x = torch.from_numpy(ds.x_train)
         self.y = torch.from_numpy(ds.y_train)

@@ -14,19 +14,9 @@ import numpy as np
 import pandas as pd
 
 from fedsim import checkpoint
-from fedsim.algorithms.base import Algorithm, algorithm_summary, build_algorithm
+from fedsim.algorithms.base import algorithm_summary
 from fedsim.checkpoint import Checkpoint
-from fedsim.checks import (
-    check_offload,
-    check_references,
-    check_runtime,
-    check_workload,
-    deadline_warnings,
-    load_traces,
-    memory_warnings,
-)
 from fedsim.config import Scenario, load_scenario, scenario_from_dict
-from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError, naming
 from fedsim.execution import (
     TABLES,
@@ -38,19 +28,18 @@ from fedsim.execution import (
     read_partial,
     used_profiles,
 )
-from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
-from fedsim.profiles import ProfileLibrary, load_profiles
-from fedsim.results import PARTIAL, RunFolder, Totals, check_out_dir, default_out_dir, read_table
-from fedsim.runtime.base import LearningSetup, Runtime
-from fedsim.runtime.training import resolve_vectorize
-from fedsim.seeding import Purpose, stream
-from fedsim.sim.offloading import GroupOffload, build_policies
-from fedsim.sim.population import sample_counts
-from fedsim.sim.simulation import Payloads, SimulationInputs
-from fedsim.sim.traces import (
-    AvailabilityTrace,
-    BandwidthTrace,
+from fedsim.prepare import (
+    Prepared,
+    check,
+    device_partitions,
+    lock_step,
+    make_runtime,
+    model_meta,
 )
+from fedsim.results import PARTIAL, RunFolder, Totals, check_out_dir, default_out_dir, read_table
+from fedsim.runtime.base import Runtime
+from fedsim.sim.population import sample_counts
+from fedsim.sim.simulation import SimulationInputs
 
 __all__ = ["RunResult", "check", "load_scenario", "resume", "run"]
 
@@ -76,152 +65,6 @@ class RunResult:
     def device_ua(self) -> pd.DataFrame:
         """Return ``device_ua.csv``."""
         return read_table(self.path / "device_ua.csv")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A scenario with everything it refers to resolved and checked."""
-
-    scenario: Scenario
-    source: str
-    profiles: ProfileLibrary
-    algorithm: Algorithm
-    dataset: Dataset
-    model: ModelInfo
-    payloads: Payloads
-    footprint_bytes: int
-    bandwidth: BandwidthTrace | None = None
-    availability_trace: AvailabilityTrace | None = None
-    policies: list[GroupOffload] | None = None
-    sample_bytes: int = 0
-    partitions: tuple[DevicePartition, ...] | None = None
-
-    def warnings(self) -> list[str]:
-        """Return one line per device group that cannot train locally (memory too small).
-
-        Such devices are offloaded by the memory rule when a plan fits (a split's device
-        part, or ``full`` under a trusted edge); otherwise they are ``oom`` and never train.
-        A last line warns when ``rounds.deadline_s`` is too short for any round to complete.
-        """
-        batch = self.algorithm.largest_batch(len(self.dataset.y_train))
-        return memory_warnings(
-            self.scenario, self.profiles, self.model, batch,
-            self.algorithm.optimizer_values_per_param, self.footprint_bytes, self.source,
-        ) + deadline_warnings(self.scenario, self.profiles, self.source)  # fmt: skip
-
-
-def check(
-    scenario: Scenario, source: str = "scenario", profiles_dir: Path | None = None
-) -> Prepared:
-    """Resolve and check everything a scenario refers to, without running it.
-
-    Everything ``run`` can reject before its first round is rejected here: the data are
-    loaded and partitioned (a partition that cannot give every device data fails here),
-    and the busiest device's local steps are counted.
-
-    Raises
-    ------
-    InputError
-        One line per problem, naming the scenario file: unknown profiles, models,
-        algorithm params, data files, an infeasible partition.
-    """
-    profiles = load_profiles(profiles_dir)
-    problems = check_references(scenario, profiles, source) + check_runtime(scenario, source)
-    try:
-        algorithm = build_algorithm(scenario.algorithm, source)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    if problems:
-        raise InputError(problems)
-    data = scenario.data
-    try:
-        dataset = load_dataset(
-            data.dataset, Path(data.dir) if data.dir else None, scenario.seed, **data.options
-        )
-        net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
-        parts = None if data.samples_per_device is not None else _split(scenario, dataset)
-    except InputError as exc:
-        raise naming(source, exc) from None
-    check_workload(scenario, algorithm, _train_counts(scenario, parts), source)
-    info = describe(net, scenario.model, dataset.input_shape)
-    state = net.state_dict()
-    # the same tensors go both ways: the model down, the update up (the algorithm decides)
-    payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
-    batch = algorithm.largest_batch(len(dataset.y_train))
-    footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
-    policies = build_policies(scenario, source)
-    check_offload(scenario, policies, info, source)
-    bandwidth, availability = load_traces(scenario, source)
-    sample_bytes = int(
-        dataset.x_train.dtype.itemsize * int(np.prod(dataset.input_shape))
-        + dataset.y_train.dtype.itemsize
-    )
-    return Prepared(
-        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
-        footprint, bandwidth, availability, policies, sample_bytes,
-        None if parts is None else tuple(parts),
-    )  # fmt: skip
-
-
-def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
-    """Partition the dataset over the scenario's devices."""
-    p = sc.data.partition
-    params: dict[str, Any] = {}
-    if p.kind == "shards":
-        params["shards_per_device"] = p.shards_per_device
-    elif p.kind == "dirichlet":
-        params["alpha"] = p.alpha
-        if p.test_per_device is not None:
-            params["test_per_device"] = p.test_per_device
-    rng = stream(sc.seed, Purpose.PARTITION)
-    return partition(dataset, sc.topology.num_devices(), p.kind, rng, **params)
-
-
-def _train_counts(sc: Scenario, parts: list[DevicePartition] | None) -> np.ndarray:
-    """Return every device's training samples: its partition's, or the systems-only draw."""
-    data = sc.data
-    if parts is not None:
-        return np.array([len(p.train_idx) for p in parts], dtype=np.int64)
-    assert data.samples_per_device is not None  # no partition: systems-only counts
-    return sample_counts(
-        sc.topology.num_devices(), data.samples_per_device, data.samples_sigma, sc.seed
-    )
-
-
-def _partitions(prep: Prepared) -> list[DevicePartition]:
-    """Return the partition :func:`check` made (or make it, for a hand-built ``Prepared``)."""
-    if prep.partitions is not None:
-        return list(prep.partitions)
-    return _split(prep.scenario, prep.dataset)
-
-
-def make_runtime(prep: Prepared, parts: list[DevicePartition]) -> Runtime:
-    """Build the scenario's runtime (inline or Ray)."""
-    sc = prep.scenario
-    setup = LearningSetup(
-        seed=sc.seed,
-        model_name=sc.model,
-        dataset=prep.dataset,
-        partitions=tuple(parts),
-        algorithm=sc.algorithm,
-        num_edges=len(sc.topology.edges),
-        torch_threads=sc.runtime.torch_threads,
-        vectorize=sc.runtime.vectorize,
-    )
-    if sc.runtime.kind == "ray":
-        from fedsim.runtime.ray_runtime import RayRuntime
-
-        return RayRuntime(setup, sc.runtime)
-    from fedsim.runtime.inline import InlineRuntime
-
-    return InlineRuntime(setup)
-
-
-def _lock_step(prep: Prepared) -> bool:
-    """Return whether the device hosts train in lock-step (``runtime.vectorize`` resolved)."""
-    ds = prep.dataset
-    net = build_model(prep.scenario.model, ds.input_shape, ds.num_classes)
-    return resolve_vectorize(prep.scenario.runtime.vectorize, net)
 
 
 def run(
@@ -339,12 +182,12 @@ def _drive(
             scenario.seed,
         )  # fmt: skip
     else:
-        parts = _partitions(prep)
+        parts = device_partitions(prep)
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
         runtime = make_runtime(prep, parts) if scenario.learning else None
     meta = meta_without_summary(
-        scenario, prep.source, used_profiles(scenario, prep.profiles), _model_meta(prep),
-        algorithm_summary(prep.algorithm), _lock_step(prep) if scenario.learning else None,
+        scenario, prep.source, used_profiles(scenario, prep.profiles), model_meta(prep),
+        algorithm_summary(prep.algorithm), lock_step(prep) if scenario.learning else None,
     )  # fmt: skip
     # The driver needs no samples from here on: the runtime holds them (inline) or has
     # put them in Ray's object store; let the driver's own copy go.
@@ -370,15 +213,3 @@ def _drive(
     timings["runtime_failures"] = list(getattr(runtime, "failures", []))
     summary = finish(folder, meta, totals, result, timings)
     return RunResult(folder.path, summary)
-
-
-def _model_meta(prep: Prepared) -> dict[str, Any]:
-    return {
-        "name": prep.model.name,
-        "num_params": prep.model.num_params,
-        "param_bytes": prep.model.param_bytes,
-        "forward_flops_per_sample": prep.model.forward_flops_per_sample,
-        "download_bytes": prep.payloads.download_bytes,
-        "upload_bytes": prep.payloads.upload_bytes,
-        "training_footprint_bytes": prep.footprint_bytes,
-    }

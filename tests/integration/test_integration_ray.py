@@ -71,11 +71,11 @@ def test_hierarchical_rounds_identical_on_ray(tmp_path, local_ray):
 
 
 def test_dead_device_host_is_a_clear_error(tmp_path, local_ray):
-    from fedsim.api import _partitions, check, make_runtime
+    from fedsim.prepare import check, device_partitions, make_runtime
 
     sc = scenario("runtime.kind=ray")
     prep = check(sc)
-    runtime = make_runtime(prep, _partitions(prep))
+    runtime = make_runtime(prep, device_partitions(prep))
     try:
         runtime.train(0, 0, [0, 2, 4])
         ray.kill(runtime._hosts[0])

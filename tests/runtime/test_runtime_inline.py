@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from helpers import REPO
 
-from fedsim.api import _partitions, check, make_runtime
 from fedsim.config import load_scenario
+from fedsim.prepare import check, device_partitions, make_runtime
 from fedsim.runtime.inline import InlineRuntime
 
 
 def _runtime(block_size: int) -> InlineRuntime:
     sc = load_scenario(REPO / "scenarios" / "quickstart.yaml", ["runtime.vectorize=true"])
     prep = check(sc)
-    runtime = make_runtime(prep, _partitions(prep))
+    runtime = make_runtime(prep, device_partitions(prep))
     assert isinstance(runtime, InlineRuntime)
     runtime._block_size = block_size
     return runtime

@@ -14,9 +14,9 @@ import pytest
 import ray
 from helpers import REPO
 
-from fedsim.api import _partitions, check, make_runtime
 from fedsim.config import load_scenario
 from fedsim.errors import RuntimeFailure
+from fedsim.prepare import check, device_partitions, make_runtime
 
 pytestmark = pytest.mark.ray
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
@@ -28,7 +28,7 @@ def ray_runtime():
     assert not ray.is_initialized(), "another test left Ray running"
     sc = load_scenario(QUICKSTART, ["runtime.kind=ray", "runtime.workers=2"])
     prep = check(sc)
-    runtime = make_runtime(prep, _partitions(prep))
+    runtime = make_runtime(prep, device_partitions(prep))
     yield runtime
     runtime.close()
     assert not ray.is_initialized()
