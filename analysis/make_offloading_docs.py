@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
@@ -522,7 +523,6 @@ def plot_policies(rs: RunSet, target: float) -> tuple[Figure, Figure]:
     per = per.div(per["rounds"], axis=0).reindex(order)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_b, ax_e = fig.subplots(1, 2)
-    x = np.arange(len(order))
     kinds = [
         ("model_up_mb", "model up"),
         ("model_down_mb", "model down"),
@@ -532,29 +532,34 @@ def plot_policies(rs: RunSet, target: float) -> tuple[Figure, Figure]:
         ("backhaul_up_mb", "backhaul up"),
         ("backhaul_down_mb", "backhaul down"),
     ]
-    bottom = np.zeros(len(order))
-    for i, (col, label) in enumerate(kinds):
-        vals = per[col].to_numpy(float)
-        ax_b.bar(x, vals, bottom=bottom, label=label, color=f"C{i}")
-        bottom += vals
-    ax_b.set_xticks(x, order, rotation=35, ha="right")
-    ax_b.set_ylabel("MB per round")
-    ax_b.set_title("(a) bytes by kind")
-    ax_b.legend(fontsize="small")
-    bottom = np.zeros(len(order))
-    for i, (col, label) in enumerate(
-        [("energy_compute_j", "compute"), ("energy_radio_j", "radio"), ("energy_idle_j", "idle")]
-    ):
-        vals = per[col].to_numpy(float)
-        ax_e.bar(x, vals, bottom=bottom, label=label, color=f"C{i + 7}")
-        bottom += vals
-    ax_e.set_xticks(x, order, rotation=35, ha="right")
-    ax_e.set_ylabel("device energy, J per round")
-    ax_e.set_title("(b) device energy by kind")
-    ax_e.legend(fontsize="small")
+    _stacked_bars(ax_b, per, order, kinds, 0, "MB per round", "(a) bytes by kind")
+    energy = [
+        ("energy_compute_j", "compute"),
+        ("energy_radio_j", "radio"),
+        ("energy_idle_j", "idle"),
+    ]
+    _stacked_bars(ax_e, per, order, energy, 7, "device energy, J per round",
+                  "(b) device energy by kind")  # fmt: skip
     for a in (ax_b, ax_e):
         a.grid(True, axis="y", alpha=0.3)
     return fig_acc, fig
+
+
+def _stacked_bars(
+    ax: Axes, per: pd.DataFrame, order: list[str], kinds: list[tuple[str, str]], first_colour: int,
+    ylabel: str, title: str,
+) -> None:  # fmt: skip
+    """Draw one stacked bar per policy of ``order``: a segment per (column, label) of kinds."""
+    x = np.arange(len(order))
+    bottom = np.zeros(len(order))
+    for i, (col, label) in enumerate(kinds):
+        vals = per[col].to_numpy(float)
+        ax.bar(x, vals, bottom=bottom, label=label, color=f"C{first_colour + i}")
+        bottom += vals
+    ax.set_xticks(x, order, rotation=35, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
 
 
 def plot_saturation(sat: pd.DataFrame) -> Figure:

@@ -22,7 +22,6 @@ from fedsim.execution import (
     TABLES,
     execute,
     finish,
-    header_bytes,
     host_timings,
     meta_without_summary,
     read_partial,
@@ -36,7 +35,7 @@ from fedsim.prepare import (
     make_runtime,
     model_meta,
 )
-from fedsim.results import PARTIAL, RunFolder, Totals, check_out_dir, default_out_dir, read_table
+from fedsim.results import PARTIAL, RunFolder, check_out_dir, default_out_dir, read_table
 from fedsim.runtime.base import Runtime
 from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import SimulationInputs
@@ -159,7 +158,7 @@ def resume(
             "changed since it started; resume with the same profiles (--profiles-dir)"
         )
     start = checkpoint.load(path)
-    sizes = start[0].table_bytes if start is not None else header_bytes()
+    sizes = start[0].table_bytes if start is not None else None
     reopen = lambda _: RunFolder.reopen(path, TABLES, sizes)  # noqa: E731
     return _drive(prep, wall0, reopen, on_round, start, stop)
 
@@ -195,14 +194,13 @@ def _drive(
     setup_s = time.perf_counter() - wall0
     try:
         folder = open_folder(meta)
-        totals = Totals(**start[0].totals) if start is not None else Totals()
         inputs = SimulationInputs(
             prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
             prep.footprint_bytes, prep.bandwidth, prep.availability_trace, prep.sample_bytes,
             prep.policies,
         )  # fmt: skip
         try:
-            result = execute(scenario, inputs, runtime, folder, totals, on_round, start, stop)
+            result, totals = execute(scenario, inputs, runtime, folder, on_round, start, stop)
         finally:
             folder.close()
     finally:
@@ -210,6 +208,6 @@ def _drive(
             runtime.close()
     timings = host_timings(setup_s, wall0, scenario)
     # real failures (a dead Ray worker that was recovered), apart from simulated drop-outs
-    timings["runtime_failures"] = list(getattr(runtime, "failures", []))
+    timings["runtime_failures"] = list(runtime.failures) if runtime is not None else []
     summary = finish(folder, meta, totals, result, timings)
     return RunResult(folder.path, summary)

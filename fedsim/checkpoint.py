@@ -13,6 +13,7 @@ previous checkpoint whole.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -72,27 +73,22 @@ class Checkpoint:
     wall_s_per_round: list[float] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(run_dir: Path, ckpt: Checkpoint, models: dict[str, Any]) -> None:
     """Write a checkpoint into ``run_dir`` atomically; drop the previous model file."""
     name = f"checkpoint-{ckpt.loop.next_round}.pt"
+    buf = io.BytesIO()
+    torch.save(models, buf)
+    data = buf.getvalue()
     tmp = run_dir / f".{name}.tmp"
     with tmp.open("wb") as f:
-        torch.save(models, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, run_dir / name)
     index = {
         "format_version": FORMAT_VERSION,
         "models": name,
-        "models_sha256": _sha256(run_dir / name),
+        "models_sha256": hashlib.sha256(data).hexdigest(),
         "state": asdict(ckpt),
     }
     old = _index(run_dir)
@@ -136,10 +132,10 @@ def load(run_dir: Path) -> tuple[Checkpoint, dict[str, Any]] | None:
             f"{index.get('format_version')!r} (written by another fedsim version)"
         )
     models_path = run_dir / str(index["models"])
-    if not models_path.is_file() or _sha256(models_path) != index["models_sha256"]:
+    data = models_path.read_bytes() if models_path.is_file() else b""
+    if not data or hashlib.sha256(data).hexdigest() != index["models_sha256"]:
         raise InputError(f"{models_path}: missing or altered (its SHA-256 does not match)")
-    with models_path.open("rb") as f:
-        models = torch.load(f, weights_only=True)
+    models = torch.load(io.BytesIO(data), weights_only=True)
     state = dict(index["state"])
     state["loop"] = LoopState(**state["loop"])
     return Checkpoint(**state), models

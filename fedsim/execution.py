@@ -18,8 +18,9 @@ from typing import Any
 from fedsim import checkpoint
 from fedsim.checkpoint import Checkpoint, LoopState
 from fedsim.config import Scenario, scenario_to_dict
+from fedsim.errors import InputError
 from fedsim.profiles import ProfileLibrary
-from fedsim.results import RunFolder, Totals
+from fedsim.results import FINAL, PARTIAL, RunFolder, Totals
 from fedsim.runtime.base import Runtime
 from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS, UA_COLUMNS
 from fedsim.sim.simulation import Simulation, SimulationInputs, SimulationResult
@@ -59,7 +60,6 @@ class FolderSink:
 
     folder: RunFolder
     totals: Totals
-    on_round: Callable[[dict[str, object]], None] | None = None
 
     def add_round(self, row: dict[str, object]) -> None:
         """Write a round's row, flush every table, count it."""
@@ -98,18 +98,18 @@ def execute(
     inputs: SimulationInputs,
     runtime: Runtime | None,
     folder: RunFolder,
-    totals: Totals,
     on_round: Callable[[dict[str, object]], None] | None = None,
     start: tuple[Checkpoint, dict[str, Any]] | None = None,
     stop: Callable[[], bool] | None = None,
-) -> SimulationResult:
+) -> tuple[SimulationResult, Totals]:
     """Run the simulation into ``folder``, checkpointing as the scenario asks.
 
     ``start``: a checkpoint and its models to continue from (a resume). ``stop``: asked
-    after every round; True checkpoints there and raises ``KeyboardInterrupt``.
+    after every round; True checkpoints there and raises ``KeyboardInterrupt``. Returns
+    how the run ended and its summary totals.
     """
-    sink = FolderSink(folder, totals, on_round)
-    sim = Simulation(scenario, inputs, runtime, on_round, sink)
+    totals = Totals(**start[0].totals) if start is not None else Totals()
+    sim = Simulation(scenario, inputs, runtime, on_round, FolderSink(folder, totals))
     loop = LoopState()
     if start is not None:
         ckpt, models = start
@@ -118,17 +118,17 @@ def execute(
             runtime.load_models(models)
         loop = ckpt.loop
     spec = scenario.checkpoint
+    if not spec.enabled:
+        return sim.run(loop, stop_now=stop), totals
     rule = CheckpointRule(spec.every_rounds, spec.every_wall_s)
 
     def save(at: LoopState) -> None:
-        ckpt = sim.snapshot(at)
-        ckpt.totals = asdict(totals)
-        ckpt.table_bytes = folder.sizes()
+        ckpt = sim.snapshot(at, asdict(totals), folder.sizes())
         models = runtime.models() if runtime is not None else {}
         checkpoint.save(folder.path, ckpt, models)
         rule.last_s = time.perf_counter()
 
-    return sim.run(loop, save if spec.enabled else None, rule.due, stop)
+    return sim.run(loop, save, rule.due, stop), totals
 
 
 def finish(
@@ -161,16 +161,8 @@ def host_timings(setup_s: float, wall0: float, scenario: Scenario) -> dict[str, 
     }
 
 
-def header_bytes() -> dict[str, int]:
-    """Return each table's header size: a resume without a checkpoint starts over."""
-    return {name: len(",".join(cols)) + 1 for name, cols in TABLES.items()}
-
-
 def read_partial(run_dir: Path) -> dict[str, Any]:
     """Return an unfinished run's ``run.partial.json``."""
-    from fedsim.errors import InputError
-    from fedsim.results import FINAL, PARTIAL
-
     if (run_dir / FINAL).is_file():
         raise InputError(f"{run_dir}: the run is complete (run.json exists); nothing to resume")
     path = run_dir / PARTIAL
@@ -190,8 +182,9 @@ def meta_without_summary(
     algorithm: dict[str, Any], lock_step: bool | None,
 ) -> dict[str, Any]:  # fmt: skip
     """Return run.json's fields known before the first round."""
+    packages = package_versions()
     return {
-        "fedsim_version": package_versions()["fedsim"],
+        "fedsim_version": packages["fedsim"],
         "seed": scenario.seed,
         "scenario_file": source,
         "scenario": scenario_to_dict(scenario),
@@ -199,5 +192,5 @@ def meta_without_summary(
         "model": model,
         "algorithm": algorithm,
         "lock_step_training": lock_step,
-        "packages": package_versions(),
+        "packages": packages,
     }

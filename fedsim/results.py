@@ -139,33 +139,43 @@ class RunFolder:
         ``resume_info`` goes into ``run.partial.json`` only (``"resume"``): what a resume
         needs and ``run.json`` must not hold (e.g. the scenario file's absolute path).
         """
-        check_out_dir(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
         except FileExistsError:
-            raise InputError(
-                f"{path}: output folder already exists; choose another --out"
-            ) from None
+            message = f"{path}: output folder already exists; choose another --out"
+            raise InputError(message) from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot create the output folder: {exc.strerror}") from None
         folder = cls(path, tables)
         write_json_atomic(path / PARTIAL, {**meta, "complete": False, "resume": resume_info or {}})
-        folder._open("w")
-        for name, columns in tables.items():
-            folder._writers[name].writerow(columns)
-        folder.flush()
+        folder._start_tables()
         return folder
 
     @classmethod
     def reopen(
-        cls, path: Path, tables: dict[str, Sequence[str]], sizes: dict[str, int]
+        cls, path: Path, tables: dict[str, Sequence[str]], sizes: dict[str, int] | None
     ) -> RunFolder:
-        """Reopen a folder to append, cutting each table back to ``sizes`` (bytes)."""
+        """Reopen a folder to append, cutting each table back to ``sizes`` (bytes).
+
+        ``sizes`` None: start the tables over (a run killed before its first checkpoint).
+        """
+        folder = cls(path, tables)
+        if sizes is None:
+            folder._start_tables()
+            return folder
         for name, size in sizes.items():
             with (path / name).open("r+b") as f:
                 f.truncate(size)
-        folder = cls(path, tables)
         folder._open("a")
         return folder
+
+    def _start_tables(self) -> None:
+        """Open the tables empty and write their headers."""
+        self._open("w")
+        for name, columns in self.tables.items():
+            self._writers[name].writerow(columns)
+        self.flush()
 
     def _open(self, mode: str) -> None:
         for name in self.tables:

@@ -70,8 +70,11 @@ class Runtime(ABC):
 
     The driver holds opaque handles to device updates; values move between hosts,
     edges and the cloud without the driver reading them. Handles are aggregated in
-    the order the driver gives (device id in a synchronous round).
+    the order the driver gives (device id in a synchronous round). ``failures`` lists
+    the real failures the runtime recovered from (a dead worker), one line each.
     """
+
+    failures: Sequence[str] = ()
 
     @abstractmethod
     def train(self, edge_id: int, round_index: int, device_ids: Sequence[int]) -> list[Any]:

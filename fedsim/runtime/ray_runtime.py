@@ -326,16 +326,16 @@ class RayRuntime(Runtime):
             return Evaluation(accuracy, loss, ua)
 
         def values() -> Evaluation:
+            nonlocal refs
             for _ in range(MAX_RECOVERIES):
                 try:
-                    return read(*refs_box[0])
+                    return read(*refs)
                 except RuntimeFailure:
                     if not self._recover or not self._restart_dead_hosts("evaluating"):
                         raise
-                    refs_box[0] = submit()
-            return read(*refs_box[0])
+                    refs = submit()  # a device host died: evaluate again on its successor
+            return read(*refs)
 
-        refs_box = [refs]
         return values
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import simpy
@@ -220,8 +221,14 @@ class Simulation:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def snapshot(self, loop: LoopState) -> Checkpoint:
-        """Return the run's state at this round boundary (the models are the runtime's)."""
+    def snapshot(
+        self, loop: LoopState, totals: dict[str, Any], table_bytes: dict[str, int]
+    ) -> Checkpoint:
+        """Return the run's state at this round boundary (the models are the runtime's).
+
+        ``totals`` and ``table_bytes``: the summary so far and the tables' sizes, which the
+        run folder keeps.
+        """
         offload = self.planner.offload
         return Checkpoint(
             loop=dataclasses.replace(loop),
@@ -233,8 +240,8 @@ class Simulation:
                 str(d): [list(dataclasses.astuple(e)) for e in h]
                 for d, h in sorted(offload.history.items())
             },  # fmt: skip
-            totals={},
-            table_bytes={},
+            totals=totals,
+            table_bytes=table_bytes,
             wall_s_per_round=list(self.result.wall_s_per_round),
         )
 

@@ -95,7 +95,12 @@ class SyncDriver:
             last = round_index + 1 == stop.max_rounds or (
                 stop.max_virtual_s is not None and sim.env.now >= stop.max_virtual_s
             )
-            save = self.checkpoint_due is not None and not last and self.checkpoint_due(round_index)
+            save = (
+                self.checkpoint is not None
+                and self.checkpoint_due is not None
+                and not last
+                and self.checkpoint_due(round_index)
+            )
             version = loop.version
             due = synced and (version % every == 0 or last) and version != loop.evaluated_version
             row.update(dict.fromkeys(ACCURACY_COLUMNS))
