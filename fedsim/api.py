@@ -19,12 +19,12 @@ from fedsim.checkpoint import Checkpoint
 from fedsim.config import Scenario, load_scenario, scenario_from_dict
 from fedsim.errors import InputError, naming
 from fedsim.execution import (
-    TABLES,
     execute,
     finish,
     host_timings,
     meta_without_summary,
     read_partial,
+    tables,
     used_profiles,
 )
 from fedsim.prepare import (
@@ -64,6 +64,11 @@ class RunResult:
     def device_ua(self) -> pd.DataFrame:
         """Return ``device_ua.csv``."""
         return read_table(self.path / "device_ua.csv")
+
+    @cached_property
+    def updates(self) -> pd.DataFrame:
+        """Return ``updates.csv`` (asynchronous runs only)."""
+        return read_table(self.path / "updates.csv")
 
 
 def run(
@@ -123,7 +128,7 @@ def run(
     try:
         # a resume from another folder still finds the traces relative to the scenario file
         where = {"scenario_path": str(Path(source).resolve())} if Path(source).is_file() else {}
-        create = lambda meta: RunFolder.create(out, TABLES, meta, where)  # noqa: E731
+        create = lambda meta: RunFolder.create(out, tables(scenario), meta, where)  # noqa: E731
         return _drive(prep, wall0, create, on_round, stop=stop)
     except InputError as exc:
         raise naming(source, exc) from None
@@ -159,7 +164,7 @@ def resume(
         )
     start = checkpoint.load(path)
     sizes = start[0].table_bytes if start is not None else None
-    reopen = lambda _: RunFolder.reopen(path, TABLES, sizes)  # noqa: E731
+    reopen = lambda _: RunFolder.reopen(path, tables(scenario), sizes)  # noqa: E731
     return _drive(prep, wall0, reopen, on_round, start, stop)
 
 

@@ -10,35 +10,30 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     ValidationError,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
 from fedsim.bounds import (
     MAX_DEVICES,
     MAX_LOG_SIGMA,
-    MAX_MBPS,
     MAX_SEED,
     MAX_VIRTUAL_S,
     MAX_WALL_S,
-    MIN_MBPS,
     in_range,
 )
+from fedsim.config_rounds import (
+    AsyncRoundsSpec,
+    RoundsProtocol,
+    RoundsSpec,
+)
+from fedsim.config_types import Count, Mbps, Strict, VirtualSeconds, field_error
 from fedsim.errors import InputError
 from fedsim.yamlio import load_yaml_file, load_yaml_text
 
-PositiveInt = Annotated[int, Field(gt=0)]
-#: A count of rounds, evaluations or batches: 1 to 10**7.
-Count = Annotated[int, Field(gt=0, le=10**7)]
-#: Virtual (simulated) seconds: above 0, at most 1e9 (about 32 years).
-VirtualSeconds = Annotated[float, in_range(0, MAX_VIRTUAL_S, "s", low_open=True)]
-#: A shared capacity: 1e-3 to 1e6 Mbps (1 kbit/s to 1 Tbit/s).
-Mbps = Annotated[float, in_range(MIN_MBPS, MAX_MBPS, "Mbps")]
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
 
 
@@ -53,16 +48,8 @@ def _folder_safe(name: str) -> str:
     return name
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def _field_error(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
-    """Return an error for a cross-field rule, located at the field it is about."""
-    detail = InitErrorDetails(
-        type=PydanticCustomError("value_error", message), loc=loc, input=value
-    )
-    return ValidationError.from_exception_data("Scenario", [detail])
+_Strict = Strict
+_field_error = field_error
 
 
 class PartitionSpec(_Strict):
@@ -233,45 +220,6 @@ class TopologySpec(_Strict):
         return sum(g.count for e in self.edges for g in e.devices)
 
 
-class FailureDetectionSpec(_Strict):
-    """How the server learns that a device dropped out.
-
-    ``instant``: at the moment it drops. ``timeout`` (default): ``timeout_s`` after its
-    last sign of life (missed heartbeats), so a drop-out can hold a round open.
-    """
-
-    kind: Literal["instant", "timeout"] = "timeout"
-    timeout_s: VirtualSeconds = 30.0
-
-
-class RoundsSpec(_Strict):
-    """The synchronous round protocol (hierarchical when ``cloud_every > 1``).
-
-    Ranges: ``participation`` in (0, 1]; ``over_selection`` in [1, 10] (asking for more
-    than ten times the devices a round keeps is no protocol: Bonawitz et al. 2019 use
-    1.3); ``deadline_s`` in (0, 1e9] virtual seconds; ``cloud_every`` 1 to 10**7.
-    """
-
-    kind: Literal["sync"] = "sync"
-    participants: PositiveInt | None = None
-    participation: Annotated[float, in_range(0, 1, low_open=True)] | None = None
-    over_selection: Annotated[float, in_range(1, 10)] = 1.0
-    deadline_s: VirtualSeconds | None = None
-    min_report_fraction: Annotated[float, in_range(0, 1)] = 0.0
-    cloud_every: Count = 1
-    failure_detection: FailureDetectionSpec = FailureDetectionSpec()
-
-    @model_validator(mode="after")
-    def _one_of_count_or_fraction(self) -> RoundsSpec:
-        if self.participants is not None and self.participation is not None:
-            raise _field_error(
-                ("participation",),
-                "give either participants (a count K) or participation (a fraction C), not both",
-                self.participation,
-            )
-        return self
-
-
 class AvailabilitySpec(_Strict):
     """Whether devices are always on, or follow an on/off process.
 
@@ -316,9 +264,14 @@ class StopSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """How often models are evaluated, and whether user-model accuracy is measured."""
+    """How often models are evaluated, and whether user-model accuracy is measured.
+
+    ``every``: every N global versions. ``every_s`` (asynchronous runs): also at the
+    first version after every T virtual seconds.
+    """
 
     every: Count = 1
+    every_s: VirtualSeconds | None = None
     ua: bool = True
 
 
@@ -371,7 +324,7 @@ class Scenario(_Strict):
     model: str
     topology: TopologySpec
     algorithm: AlgorithmSpec = AlgorithmSpec()
-    rounds: RoundsSpec = RoundsSpec()
+    rounds: RoundsProtocol = RoundsSpec()
     availability: AvailabilitySpec = AvailabilitySpec()
     network: NetworkSpec = NetworkSpec()
     offload: OffloadSpec = OffloadSpec()
@@ -385,10 +338,16 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _participants_fit(self) -> Scenario:
         n = self.topology.num_devices()
-        k = self.rounds.participants
+        k = self.rounds.participants if isinstance(self.rounds, RoundsSpec) else None
         if k is not None and k > n:
             raise _field_error(
                 ("rounds", "participants"), f"{k} is larger than the {n} devices of the topology", k
+            )
+        if self.evaluation.every_s is not None and not isinstance(self.rounds, AsyncRoundsSpec):
+            raise _field_error(
+                ("evaluation", "every_s"),
+                "only for asynchronous runs (rounds.kind: async); use evaluation.every",
+                self.evaluation.every_s,
             )
         if self.learning and self.data.samples_per_device is not None:
             raise _field_error(

@@ -17,12 +17,12 @@ from typing import Any
 
 from fedsim import checkpoint
 from fedsim.checkpoint import Checkpoint, LoopState
-from fedsim.config import Scenario, scenario_to_dict
+from fedsim.config import AsyncRoundsSpec, Scenario, scenario_to_dict
 from fedsim.errors import InputError
 from fedsim.profiles import ProfileLibrary
 from fedsim.results import FINAL, PARTIAL, RunFolder, Totals
 from fedsim.runtime.base import Runtime
-from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS, UA_COLUMNS
+from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS, UA_COLUMNS, UPDATE_COLUMNS
 from fedsim.sim.simulation import Simulation, SimulationInputs, SimulationResult
 
 PACKAGES = ("fedsim", "torch", "numpy", "simpy", "pandas", "pydantic", "ray", "scikit-learn")
@@ -31,6 +31,13 @@ TABLES: dict[str, Sequence[str]] = {
     "device_rounds.csv": DEVICE_COLUMNS,
     "device_ua.csv": UA_COLUMNS,
 }
+
+
+def tables(scenario: Scenario) -> dict[str, Sequence[str]]:
+    """Return a run's tables: asynchronous runs add ``updates.csv``."""
+    if isinstance(scenario.rounds, AsyncRoundsSpec):
+        return {**TABLES, "updates.csv": UPDATE_COLUMNS}
+    return TABLES
 
 
 def package_versions() -> dict[str, str]:
@@ -74,6 +81,10 @@ class FolderSink:
     def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Write UA rows."""
         self.folder.append("device_ua.csv", rows)
+
+    def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Write asynchronous update rows."""
+        self.folder.append("updates.csv", rows)
 
 
 @dataclass

@@ -27,11 +27,15 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class DeviceTask:
-    """One device's share of a host call: its data and its keyed seed."""
+    """One device's share of a host call: its data, its keyed seed, its own base model.
+
+    ``base`` None: the device starts from the call's ``base`` (a synchronous round).
+    """
 
     device_id: int
     train_idx: np.ndarray
     seed: int
+    base: State | None = None
 
 
 @dataclass(frozen=True)

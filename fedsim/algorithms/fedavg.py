@@ -63,7 +63,7 @@ class FedAvg(Algorithm):
         vectorize: bool,
     ) -> list[DeviceUpdate]:
         """Run local SGD for each device (lock-step batched when ``vectorize``)."""
-        jobs = [DeviceJob(t.device_id, t.train_idx, t.seed) for t in tasks]
+        jobs = [DeviceJob(t.device_id, t.train_idx, t.seed, t.base) for t in tasks]
         trainer = train_vectorized if vectorize else train_loop
         results = trainer(model, base, x, y, jobs, self.sgd)
         keys = self.payload_keys(base)

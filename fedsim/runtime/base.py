@@ -9,8 +9,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedsim.algorithms.base import State
 from fedsim.config import ComponentSpec
 from fedsim.data import Dataset, DevicePartition
+
+#: The cloud's number among servers (edges are 0, 1, ...).
+CLOUD = -1
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,42 @@ class Runtime(ABC):
     @abstractmethod
     def load_models(self, models: dict[str, Any]) -> None:
         """Restore the servers' models from :meth:`models`' value (a resume)."""
+
+    # -- the asynchronous protocol (docs/async.md) ---------------------------------------
+    # Servers are numbered: CLOUD (-1) or an edge id. Models and updates are opaque handles;
+    # nothing here blocks: a runtime trains when a result is first needed (inline) or as
+    # soon as its base model exists (Ray).
+
+    @abstractmethod
+    def server_model(self, server: int) -> Any:
+        """Return a handle to the server's current model (what a device downloads now)."""
+
+    @abstractmethod
+    def train_from(self, jobs: Sequence[tuple[int, int, Any]]) -> list[Any]:
+        """Submit ``(device_id, key, base model handle)`` trainings; one handle each.
+
+        ``key`` (the dispatch number) keys the device's training seed.
+        """
+
+    @abstractmethod
+    def apply(self, server: int, kind: str, items: Sequence[tuple[Any, Any, float]]) -> None:
+        """Apply ``(update, base model, coefficient)`` items at a server with rule ``kind``.
+
+        An update is a device's handle from :meth:`train_from` or a model handle (an edge's
+        model forwarded to the cloud). The server's model becomes a new version.
+        """
+
+    @abstractmethod
+    def receive(self, edge_id: int, model: Any) -> None:
+        """Replace an edge's model by ``model`` (a handle; the cloud's reply to a forward)."""
+
+    @abstractmethod
+    def read_models(self, handles: Sequence[Any]) -> list[State]:
+        """Return the models behind model handles (a checkpoint)."""
+
+    @abstractmethod
+    def put_model(self, state: State) -> Any:
+        """Return a model handle holding ``state`` (a resume)."""
 
     def discard(self, handles: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """Forget updates that virtual time discarded (cancel them where possible)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedsim.algorithms.base import DeviceUpdate, State
-from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
+from fedsim.runtime.base import CLOUD, Evaluation, LearningSetup, Runtime
 from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
 from fedsim.runtime.training import DEFAULT_GROUP_SIZE
 
@@ -34,6 +34,16 @@ class _LazyCall:
         """Return the update at ``index`` (training it if needed) and forget it."""
         self.train([index])
         return self._trained.pop(index)
+
+
+@dataclass(eq=False)
+class AsyncJob:
+    """An asynchronous device's training: trained on first read, with the others pending."""
+
+    device_id: int
+    key: int
+    base: State
+    update: DeviceUpdate | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class InlineRuntime(Runtime):
         self._host = DeviceHost(0, setup, dict(enumerate(setup.partitions)))
         self._samples = [len(p.train_idx) for p in setup.partitions]
         self._block_size = block_size
+        self._untrained: dict[int, AsyncJob] = {}  # id -> job, in submission order
 
     def train(
         self, edge_id: int, round_index: int, device_ids: Sequence[int]
@@ -122,6 +133,70 @@ class InlineRuntime(Runtime):
             self._edges, models["edges"], models["edge_weights"], strict=True
         ):
             edge.restore(state, weight)
+
+    # -- the asynchronous protocol ----------------------------------------------------------
+
+    def _server(self, server: int) -> CloudServer | EdgeServer:
+        return self._cloud if server == CLOUD else self._edges[server]
+
+    def server_model(self, server: int) -> State:
+        """Return the server's current model (models are never changed in place)."""
+        return self._server(server).model()
+
+    def train_from(self, jobs: Sequence[tuple[int, int, Any]]) -> list[AsyncJob]:
+        """Queue the trainings; they run when one of them is first read."""
+        out = [AsyncJob(int(d), int(key), base) for d, key, base in jobs]
+        self._untrained.update((id(j), j) for j in out)
+        return out
+
+    def _payload(self, job: AsyncJob) -> State:
+        """Return a job's payload, training it and the jobs queued before it first.
+
+        Up to ``4 * block_size`` queued jobs, oldest first, train in one host call (in
+        lock-step, each from its own base); the one asked for is always among them.
+        """
+        if job.update is None:
+            queued = list(self._untrained.values())
+            limit = 4 * self._block_size
+            todo = queued[:limit] if job in queued[:limit] else [*queued[: limit - 1], job]
+            updates = self._host.train_jobs(
+                [(j.device_id, j.key) for j in todo], [j.base for j in todo]
+            )
+            for j, u in zip(todo, updates, strict=True):
+                j.update = u
+                del self._untrained[id(j)]
+        assert job.update is not None
+        payload, job.update = job.update.payload, None  # read once
+        return payload
+
+    def apply(self, server: int, kind: str, items: Sequence[tuple[Any, Any, float]]) -> None:
+        """Apply the items at the server, training device updates as they are read."""
+        self._server(server).apply(
+            kind,
+            [
+                (self._payload(u) if isinstance(u, AsyncJob) else u, base, c)
+                for u, base, c in items
+            ],
+        )
+
+    def receive(self, edge_id: int, model: State) -> None:
+        """Hand the cloud's model to an edge."""
+        self._edges[edge_id].receive(model)
+
+    def read_models(self, handles: Sequence[State]) -> list[State]:
+        """Return the models (handles are the models)."""
+        return list(handles)
+
+    def put_model(self, state: State) -> State:
+        """Return the model as its own handle."""
+        return state
+
+    def discard(self, handles: Sequence[Any]) -> None:
+        """Forget asynchronous jobs that virtual time discarded (untrained ones never run)."""
+        for h in handles:
+            if isinstance(h, AsyncJob):
+                self._untrained.pop(id(h), None)
+                h.update = None
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model, and UA of the given devices."""

@@ -18,6 +18,8 @@ from fedsim.algorithms.base import (
     State,
     build_algorithm,
 )
+from fedsim.algorithms.fedasync import mix
+from fedsim.algorithms.fedbuff import apply_buffer
 from fedsim.data import Dataset, DevicePartition
 from fedsim.models import build_model
 from fedsim.runtime.base import LearningSetup
@@ -43,6 +45,20 @@ def initial_state(setup: LearningSetup) -> State:
         torch.manual_seed(int_seed(setup.seed, Purpose.MODEL_INIT))
         model = make_model(setup)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def apply_rule(kind: str, state: State, items: Sequence[tuple[State, State, float]]) -> State:
+    """Return ``state`` after a server rule's step on ``(update, base, coefficient)`` items.
+
+    ``fedasync``: one item, mixed in (:func:`fedsim.algorithms.fedasync.mix`); ``fedbuff``:
+    the buffer's weighted deltas added (:func:`fedsim.algorithms.fedbuff.apply_buffer`).
+    """
+    if kind == "fedasync":
+        ((update, _, coefficient),) = items
+        return mix(state, update, coefficient)
+    if kind == "fedbuff":
+        return apply_buffer(state, items)
+    raise ValueError(f"unknown server rule {kind!r}")
 
 
 def evaluate_state(
@@ -82,16 +98,28 @@ class DeviceHost:
 
     def train(self, base: State, round_index: int, device_ids: Sequence[int]) -> list[DeviceUpdate]:
         """Train ``device_ids`` from ``base``; one update per device, in the given order."""
+        return self.train_jobs([(int(d), round_index) for d in device_ids], [base])
+
+    def train_jobs(
+        self, jobs: Sequence[tuple[int, int]], bases: Sequence[State]
+    ) -> list[DeviceUpdate]:
+        """Train ``(device_id, key)`` jobs, job i from ``bases[i]`` (one base: all from it).
+
+        ``key`` is the round (synchronous) or the dispatch number (asynchronous) that the
+        device's training seed is keyed by.
+        """
+        own = len(bases) > 1
         tasks = [
             DeviceTask(
-                int(d),
-                self._partitions[int(d)].train_idx,
-                int_seed(self._seed, Purpose.TRAIN, int(d), round_index),
+                d,
+                self._partitions[d].train_idx,
+                int_seed(self._seed, Purpose.TRAIN, d, key),
+                bases[i] if own else None,
             )
-            for d in device_ids
+            for i, (d, key) in enumerate(jobs)
         ]
         return self._algorithm.train(
-            self._model, base, self._x_train, self._y_train, tasks, self._vectorize
+            self._model, bases[0], self._x_train, self._y_train, tasks, self._vectorize
         )
 
     def score_blocks(self, state: State, blocks: Sequence[int]) -> list[tuple[int, float]]:
@@ -133,6 +161,11 @@ class EdgeServer:
         """Take the new global model from the cloud."""
         self._state, self._weight = state, 0.0
 
+    def apply(self, kind: str, items: Sequence[tuple[State, State, float]]) -> State:
+        """Apply asynchronous updates with the server rule ``kind``; return the new model."""
+        self._state = apply_rule(kind, self._state, items)
+        return self._state
+
     def snapshot(self) -> tuple[State, float]:
         """Return the edge's model and the weight of the updates in it (a checkpoint)."""
         return self._state, self._weight
@@ -167,6 +200,11 @@ class CloudServer:
             self._state, [e.weight for e in edges], (e.state for e in edges)
         )
         self._state = agg.state
+        return self._state
+
+    def apply(self, kind: str, items: Sequence[tuple[State, State, float]]) -> State:
+        """Apply asynchronous updates with the server rule ``kind``; return the new model."""
+        self._state = apply_rule(kind, self._state, items)
         return self._state
 
     def evaluate(self) -> tuple[float, float]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
+from typing import Any
 
 import ray
 import torch
@@ -25,6 +27,20 @@ def light_setup(setup: LearningSetup) -> LearningSetup:
     return dataclasses.replace(setup, partitions=(), dataset=setup.dataset.without_rows())
 
 
+def resolve_items(spec: list[Any], refs: tuple[Any, ...]) -> list[tuple[State, State, float]]:
+    """Return ``(update, base, coefficient)`` items from a server step's spec and values.
+
+    Each spec entry is ``(what, base index, coefficient)``; ``what`` is ``("row", i, row)``
+    (row of the update batch ``refs[i]``) or ``("model", i)`` (the model ``refs[i]``).
+    """
+    items = []
+    for what, b, c in spec:
+        value = refs[what[1]]
+        update = value.update(what[2]).payload if what[0] == "row" else value
+        items.append((update, refs[b], c))
+    return items
+
+
 @ray.remote(num_cpus=1)
 class DeviceHostActor:
     """A Ray actor owning many devices: their data views, training and evaluation."""
@@ -36,10 +52,23 @@ class DeviceHostActor:
         keep_freed_memory()
         full = dataclasses.replace(setup, dataset=dataset)
         self.host = DeviceHost(host_id, full, partitions)
+        self._intervals: list[tuple[float, float]] = []
 
     def train(self, base: State, round_index: int, device_ids: list[int]) -> UpdateBatch:
         """Train the devices; their updates come back as one batch (one object)."""
         return UpdateBatch.pack(self.host.train(base, round_index, device_ids))
+
+    def train_jobs(self, spec: list[tuple[int, int, int]], *bases: State) -> UpdateBatch:
+        """Train ``(device_id, key, base index)`` jobs, each from its base (asynchronous)."""
+        t0 = time.time()
+        jobs = [(d, key) for d, key, _ in spec]
+        batch = UpdateBatch.pack(self.host.train_jobs(jobs, [bases[b] for _, _, b in spec]))
+        self._intervals.append((t0, time.time()))
+        return batch
+
+    def intervals(self) -> list[tuple[float, float]]:
+        """Return the wall-clock (start, end) of every asynchronous training call."""
+        return list(self._intervals)
 
     def score_blocks(self, state: State, blocks: list[int]) -> list[tuple[int, float]]:
         """Score the global model on these blocks of the global test set."""
@@ -72,6 +101,10 @@ class EdgeActor:
         weights = [float(batches[b].num_samples[row]) for b, row in rows]
         self.edge.aggregate(weights, (batches[b].update(row).payload for b, row in rows))
         return len(rows)
+
+    def apply(self, kind: str, spec: list[Any], *refs: Any) -> State:
+        """Apply asynchronous updates (see :func:`resolve_items`); return the new model."""
+        return self.edge.apply(kind, resolve_items(spec, refs))
 
     def upload(self) -> Aggregate:
         """Return the edge's payload and weight for the cloud."""
@@ -108,3 +141,7 @@ class CloudActor:
     def restore(self, state: State) -> None:
         """Set the global model (a resume)."""
         self.cloud.restore(state)
+
+    def apply(self, kind: str, spec: list[Any], *refs: Any) -> State:
+        """Apply asynchronous updates (see :func:`resolve_items`); return the new model."""
+        return self.cloud.apply(kind, resolve_items(spec, refs))

@@ -10,11 +10,13 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from fedsim.algorithms.base import State
 from fedsim.config import RuntimeSpec
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
 from fedsim.runtime.evaluation import combine_scores, num_blocks
 from fedsim.runtime.ray_actors import CloudActor, DeviceHostActor, EdgeActor, light_setup
+from fedsim.runtime.ray_async import RayAsync, RayJob
 from fedsim.runtime.ray_setup import ray_reason, start_ray
 
 MAX_RECOVERIES = 3  # restarts in a row before a failure stops the run
@@ -123,6 +125,7 @@ class RayRuntime(Runtime):
         self._calls: dict[Any, str] = {}
         # Wait until every actor process has started and built its node, so that start-up
         # (worker processes importing torch, dataset views) counts as set-up, not round 0.
+        self._async = RayAsync(lambda: self._hosts, self._cloud, self._edges, initial, self._get)
         actors = [*self._hosts, *self._edges, self._cloud]
         self._get([a.__ray_ready__.remote() for a in actors], "starting the actors")
         self._get(initial, "starting the cloud actor")
@@ -287,6 +290,42 @@ class RayRuntime(Runtime):
             )
         ]
         self._get(done, "restoring the models from a checkpoint")
+        self._async.reset_models()
+
+    # -- the asynchronous protocol (fedsim/runtime/ray_async.py) ----------------------------
+
+    def server_model(self, server: int) -> Any:
+        """Return the reference of the server's latest model."""
+        return self._async.server_model(server)
+
+    def train_from(self, jobs: Sequence[tuple[int, int, Any]]) -> list[RayJob]:
+        """Queue trainings; they are submitted when one of them is first applied."""
+        return self._async.train_from(jobs)
+
+    def apply(self, server: int, kind: str, items: Sequence[tuple[Any, Any, float]]) -> None:
+        """Submit a server step (never waits for training)."""
+        self._async.apply(server, kind, items)
+
+    def receive(self, edge_id: int, model: Any) -> None:
+        """Hand a cloud model to an edge actor."""
+        self._async.receive(edge_id, model)
+
+    def read_models(self, handles: Sequence[Any]) -> list[State]:
+        """Fetch models by reference."""
+        self._async.settle()
+        return self._async.read_models(handles)
+
+    def put_model(self, state: State) -> Any:
+        """Put a model into the object store."""
+        return ray.put(state)
+
+    def discard(self, handles: Sequence[Any]) -> None:
+        """Drop queued asynchronous trainings that virtual time discarded."""
+        self._async.discard(handles)
+
+    def busy_intervals(self) -> list[tuple[int, float, float]]:
+        """Return ``(host, start, end)`` wall-clock seconds of asynchronous training calls."""
+        return self._async.busy_intervals()
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model on the cloud and UA on the hosts, in parallel."""

@@ -54,11 +54,15 @@ class DeviceJob:
         int64 indices of the device's training rows in the host's ``x``/``y``.
     seed : int
         Per-device-per-round seed, already keyed by the caller.
+    base : dict of str to torch.Tensor or None
+        The device's starting model, when it is not the call's ``global_state`` (an
+        asynchronous device trains from the version it downloaded).
     """
 
     device_id: int
     train_idx: np.ndarray
     seed: int
+    base: State | None = None
 
 
 @dataclass
@@ -205,7 +209,7 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
     results = []
     for job in jobs:
-        model.load_state_dict(global_state)
+        model.load_state_dict(global_state if job.base is None else job.base)
         batches = _device_batches(job, opt, bn)
         losses = []
         for b in batches:
@@ -512,6 +516,22 @@ def _vmap_train(
     return torch.stack(losses) if losses else torch.zeros(0, 0)
 
 
+def _stacked(state: State, bases: Sequence[State | None]) -> State:
+    """Return each device's starting model stacked along a new first dimension.
+
+    ``bases[i]`` None: device ``i`` starts from ``state``. Stacked values are the same
+    whether copied from one base or gathered from several, so a device's result does not
+    depend on the bases of the devices trained with it.
+    """
+    n = len(bases)
+    if all(b is None for b in bases):
+        return {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in state.items()}
+    return {
+        k: torch.stack([(state if b is None else b)[k].detach() for b in bases])
+        for k in state
+    }
+
+
 def can_fuse(model: nn.Module) -> bool:
     """Return whether ``model`` has the hand-fused lock-step path (an MLP chain)."""
     return _fused_plan(model) is not None
@@ -597,7 +617,7 @@ def train_vectorized(
             # device's bits depend on how many devices share its signature.
             padded = chunk if len(chunk) > 1 else chunk * 2
             n = len(padded)
-            stacked = {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in state.items()}
+            stacked = _stacked(state, [jobs[j].base for j in padded])
             if signature:
                 rows = [
                     torch.from_numpy(np.stack([per_job[j][s] for j in padded]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsim.algorithms.base import Algorithm
-from fedsim.config import Scenario
+from fedsim.config import RoundsSpec, Scenario
 from fedsim.models import ModelInfo
 from fedsim.profiles import ProfileLibrary
 from fedsim.seeding import Purpose, stream
@@ -150,6 +150,7 @@ class RoundPlanner:
         """Return K, the reports a round keeps."""
         n = self.population.num_devices
         r = self.scenario.rounds
+        assert isinstance(r, RoundsSpec), "K is a synchronous round's"
         if r.participants is not None:
             return r.participants
         if r.participation is not None:
@@ -163,7 +164,9 @@ class RoundPlanner:
         permutation; only as many devices are asked as it takes to find them.
         """
         n = self.population.num_devices
-        need = min(n, math.ceil(self.wanted() * self.scenario.rounds.over_selection))
+        rounds = self.scenario.rounds
+        assert isinstance(rounds, RoundsSpec), "selection of a synchronous round"
+        need = min(n, math.ceil(self.wanted() * rounds.over_selection))
         rng = stream(self.scenario.seed, Purpose.SELECT, round_index)
         if self.availability.always_on:
             chosen = rng.choice(n, size=need, replace=False)
@@ -250,6 +253,16 @@ class RoundPlanner:
             device_id, edge, fetch_s, down, compute, up, offline, group, choice.oom, work,
             choice.stay_online,
         )  # fmt: skip
+
+    def plan_one(self, device_id: int, key: int, fetch_s: float, now: float) -> DevicePlan:
+        """Return an asynchronous dispatch's plan: its streams keyed by dispatch ``key``.
+
+        An offloading policy sees no other device's load at the edge (each dispatch is a
+        round of one).
+        """
+        self.offload.new_round()
+        quality = float(self._qualities(np.array([device_id], dtype=np.int64))[0])
+        return self.plan(device_id, key, fetch_s, now, None, quality)
 
     def _batches(self, num_samples: int) -> tuple[int, ...]:
         batches = self._batches_cache.get(num_samples)

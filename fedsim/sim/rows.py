@@ -28,6 +28,13 @@ DEVICE_COLUMNS = (
     "act_bytes_up", "act_bytes_down", "data_bytes_up", "raw_data_left",
 )  # fmt: skip
 UA_COLUMNS = ("version", "device_id", "accuracy")
+#: One row per asynchronous update: a device's (``source`` device) or an edge's forwarded
+#: model (``source`` edge, no dispatch or device). ``server`` is ``cloud`` or ``edge``;
+#: ``version`` the server version it made (applied) or entered (buffered, then applied).
+UPDATE_COLUMNS = (
+    "dispatch", "source", "device_id", "edge_id", "server", "base_version", "dispatch_s",
+    "arrival_s", "staleness", "weight", "fate", "version", "applied_s",
+)  # fmt: skip
 ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
 
 
@@ -43,6 +50,9 @@ class RowSink(Protocol):
     def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Take an evaluation's UA rows (UA_COLUMNS order)."""
 
+    def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Take asynchronous update rows (UPDATE_COLUMNS order)."""
+
 
 @dataclass
 class MemorySink:
@@ -51,6 +61,7 @@ class MemorySink:
     rounds: list[tuple[object, ...]] = field(default_factory=list)
     device_rounds: list[tuple[object, ...]] = field(default_factory=list)
     device_ua: list[tuple[object, ...]] = field(default_factory=list)
+    updates: list[tuple[object, ...]] = field(default_factory=list)
 
     def add_round(self, row: dict[str, object]) -> None:
         """Keep a round's row."""
@@ -63,6 +74,10 @@ class MemorySink:
     def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Keep UA rows."""
         self.device_ua.extend(rows)
+
+    def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Keep update rows."""
+        self.updates.extend(rows)
 
 
 def effective_mbps(num_bytes: int, flow_s: float) -> float:

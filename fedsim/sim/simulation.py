@@ -17,9 +17,10 @@ import numpy as np
 import simpy
 
 from fedsim.checkpoint import Checkpoint, LoopState
-from fedsim.config import Scenario
+from fedsim.config import AsyncRoundsSpec, RoundsSpec, Scenario
 from fedsim.offload import HistoryEntry
 from fedsim.runtime.base import Runtime
+from fedsim.sim.async_driver import AsyncDriver
 from fedsim.sim.availability import Availability
 from fedsim.sim.network import Network
 from fedsim.sim.offloading import HISTORY_ROUNDS
@@ -141,6 +142,7 @@ class Simulation:
         handles = self._submit(round_index, plans)
         wanted = min(self.wanted(), len(plans))
         rounds = self.scenario.rounds
+        assert isinstance(rounds, RoundsSpec), "a synchronous round"
         detection = rounds.failure_detection
         detect_s = detection.timeout_s if detection.kind == "timeout" else 0.0
         fetched = fetch_models(self.network, fetch)
@@ -262,8 +264,6 @@ class Simulation:
 
     # -- the run -------------------------------------------------------------------------
 
-    # -- the run -------------------------------------------------------------------------
-
     def run(
         self,
         loop: LoopState | None = None,
@@ -285,6 +285,8 @@ class Simulation:
         """
         gc.freeze()
         try:
+            if isinstance(self.scenario.rounds, AsyncRoundsSpec):
+                return AsyncDriver(self, stop_now).run(loop or LoopState())
             driver = SyncDriver(self, checkpoint, checkpoint_due, stop_now)
             return driver.run(loop or LoopState())
         finally:

@@ -1,0 +1,391 @@
+"""The asynchronous driver: slots, dispatches, device processes, servers and version rows.
+
+At most M devices train at a time. A free slot takes an idle on-line device at once; the
+device downloads the current model of its server (the cloud, through its edge's copy;
+or its edge under ``rounds.edges``), runs the same device process as a synchronous round
+(local, full or split plans, shared links, drop-outs), and its update travels to the
+server, which applies it (``async_servers.py``). Virtual time alone decides every step's
+order; the runtime is handed each training when it is dispatched and each server step
+when it is applied, and is never waited for except to read an evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from fedsim.checkpoint import LoopState
+from fedsim.config import AsyncRoundsSpec
+from fedsim.runtime.base import CLOUD, Evaluation
+from fedsim.seeding import Purpose, stream
+from fedsim.sim.async_selection import Selector, build_selection
+from fedsim.sim.async_servers import Update, VirtualServer
+from fedsim.sim.device import device_process
+from fedsim.sim.records import DeviceOutcome, RoundTiming, Status
+from fedsim.sim.rows import ACCURACY_COLUMNS, device_rows, round_row
+from fedsim.sim.sync_round import _drop_at
+
+if TYPE_CHECKING:
+    from fedsim.sim.simulation import Simulation, SimulationResult
+
+#: Virtual seconds between two looks for an idle on-line device when none was found.
+POLL_S = 10.0
+
+
+class _Window:
+    """What happened since the last global version (the next rounds.csv row)."""
+
+    def __init__(self, start_s: float) -> None:
+        self.start_s = start_s
+        self.outcomes: list[DeviceOutcome] = []
+        self.applied: list[DeviceOutcome] = []
+        self.backhaul = [0, 0]  # bytes up, down
+
+
+class AsyncDriver:
+    """Runs a simulation's asynchronous protocol until a stop rule holds.
+
+    Parameters
+    ----------
+    sim : Simulation
+        The simulation (clock, planner, network, runtime, sink).
+    stop_now : callable or None
+        Asked after every global version: True finishes the rows and raises
+        ``KeyboardInterrupt``.
+    """
+
+    def __init__(self, sim: Simulation, stop_now: Callable[[], bool] | None = None) -> None:
+        rounds = sim.scenario.rounds
+        assert isinstance(rounds, AsyncRoundsSpec)
+        self.sim = sim
+        self.spec = rounds
+        self.env = sim.env
+        self.stop_now = stop_now
+        self.runtime = sim.runtime
+        net = sim.network
+        pop = sim.population
+        num_params = sim.inputs.model.num_params
+        self.selector = Selector(
+            build_selection(rounds.selection, "scenario"), pop.num_devices, sim.availability
+        )
+        self.cloud = VirtualServer(
+            self.env, CLOUD, rounds.server, rounds.max_staleness, net.cloud_compute,
+            net.cloud_flops_per_s, num_params, self._stale, self._applied,
+        )  # fmt: skip
+        self.edges: list[VirtualServer] = []
+        if rounds.edges is not None:
+            self.edges = [
+                VirtualServer(
+                    self.env, e, rounds.edges, rounds.max_staleness, net.edge_compute[e],
+                    net.edge_flops_per_s[e], num_params, self._stale, self._applied,
+                )  # fmt: skip
+                for e in range(pop.num_edges)
+            ]
+        # per edge: the cloud version of its model copy (relay) or of its model's base
+        self.edge_cloud_version = [0] * pop.num_edges
+        self.edge_cloud_model: list[Any] = [self._model(CLOUD)] * pop.num_edges
+        self.fetching: dict[int, tuple[int, simpy.Event, float]] = {}
+        self.free = rounds.concurrency
+        self.next_key = 0
+        self.flights: dict[int, Update] = {}  # dispatch -> device update not yet arrived
+        self.out: dict[int, DeviceOutcome] = {}
+        self.window = _Window(self.env.now)
+        self.rows_done = 0
+        self.evaluated_version = -1
+        self.next_eval_s = sim.scenario.evaluation.every_s or math.inf
+        self.pending: list[tuple[dict[str, object], Callable[[], Evaluation] | None]] = []
+        self.polling = False
+        self.excluded = 0
+        self.halt = self.env.event()
+        self.wall0 = time.perf_counter()
+        detection = rounds.failure_detection
+        self.detect_s = detection.timeout_s if detection.kind == "timeout" else 0.0
+
+    # -- the runtime, when there is one ------------------------------------------------------
+
+    def _model(self, server: int) -> Any:
+        return self.runtime.server_model(server) if self.runtime is not None else None
+
+    def _discard(self, u: Update) -> None:
+        if self.runtime is not None and u.handle is not None:
+            self.runtime.discard([u.handle])
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Give every free slot a device, now."""
+        while self.free > 0 and not self.halt.triggered:
+            rng = stream(self.sim.scenario.seed, Purpose.SELECT, self.next_key)
+            d = self.selector.choose(self.env.now, rng)
+            if d is None:
+                if not self.polling:
+                    self.polling = True
+                    self.env.timeout(POLL_S).callbacks.append(self._poll)
+                return
+            self.free -= 1
+            self._dispatch(d)
+
+    def _poll(self, _: simpy.Event) -> None:
+        self.polling = False
+        self._fill()
+
+    def _dispatch(self, d: int) -> None:
+        env, sim = self.env, self.sim
+        key, self.next_key = self.next_key, self.next_key + 1
+        edge = int(sim.population.edge_of[d])
+        self.selector.busy[d] = True
+        fetched: simpy.Event | None = None
+        fetch_s = 0.0
+        if self.edges:  # the device downloads its edge's model
+            server, base_version = edge, self.edges[edge].version
+        else:  # the cloud's model, through its edge's copy
+            server, base_version = CLOUD, self.cloud.version
+            if self.edge_cloud_version[edge] != base_version:
+                fetched, fetch_s = self._fetch(edge, base_version)
+        plan = sim.planner.plan_one(d, key, fetch_s, env.now)
+        u = Update(server, base_version, self._model(server), env.now, edge, key, d, plan)
+        if plan.oom:  # it cannot train here, ever: excluded from selection, slot free again
+            o = DeviceOutcome(plan, Status.OOM, env.now, env.now, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
+            self.window.outcomes.append(o)
+            self._update_row(u, "oom")
+            self.free += 1
+            self.excluded += 1
+            if self.excluded == sim.population.num_devices:
+                self._stop("no_devices")
+            return
+        finish = plan.finish_s(env.now)
+        deadline = self.spec.deadline_s
+        late = finish > plan.offline_at_s or (deadline is not None and finish > env.now + deadline)
+        if self.runtime is not None and not late:
+            u.handle = self.runtime.train_from([(d, key, u.base)])[0]
+        self.flights[key] = u
+        proc = env.process(
+            device_process(
+                env, plan, sim.network, fetched, lambda _: self._reported(u),
+                lambda: self._finished(u), self.out, self.detect_s,
+            )
+        )  # fmt: skip
+        if math.isfinite(plan.offline_at_s):
+            _drop_at(env, proc, plan.offline_at_s)
+        if deadline is not None:
+            env.timeout(deadline).callbacks.append(
+                lambda _: proc.interrupt("close") if proc.is_alive else None
+            )
+
+    def _fetch(self, edge: int, version: int) -> tuple[simpy.Event, float]:
+        """Start (or join) the edge's fetch of cloud ``version``; return its end and length."""
+        going = self.fetching.get(edge)
+        if going is not None and going[0] == version:
+            return going[1], going[2]
+        t = self.sim.planner.edge_fetch({edge}, version)[edge]
+        net = self.sim.network
+        done = net.backhaul_down[edge].start(t.bits, t.cap_bps, edge, delay_s=t.rtt_s).done
+        self.window.backhaul[1] += t.num_bytes
+        self.fetching[edge] = (version, done, t.duration_s)
+
+        def arrived(_: simpy.Event) -> None:
+            if self.fetching.get(edge, (None,))[0] == version:
+                del self.fetching[edge]
+            self.edge_cloud_version[edge] = max(self.edge_cloud_version[edge], version)
+
+        done.callbacks.append(arrived)
+        return done, t.duration_s
+
+    # -- a device's end ----------------------------------------------------------------------
+
+    def _reported(self, u: Update) -> None:
+        """Send a reported update to its edge, or on through the backhaul to the cloud."""
+        self.flights.pop(u.key)  # type: ignore[arg-type]
+        if self.edges:
+            self.edges[u.edge_id].arrive(u)
+            return
+        assert u.key is not None
+        t = self.sim.planner.edge_uploads({u.edge_id}, u.key)[u.edge_id]
+        up = self.sim.network.backhaul_up[u.edge_id]
+        self.window.backhaul[0] += t.num_bytes
+        flow = up.start(t.bits, t.cap_bps, u.edge_id, delay_s=t.rtt_s)
+        flow.done.callbacks.append(lambda _: self.cloud.arrive(u))
+
+    def _finished(self, u: Update) -> None:
+        """Record a device the server knows is done; free its slot and fill it."""
+        d = u.device_id
+        assert d is not None
+        o = self.out.pop(d)
+        u.outcome = o
+        self.window.outcomes.append(o)
+        if o.status is not Status.COMPLETED:
+            self.flights.pop(u.key, None)  # type: ignore[arg-type]
+            self._discard(u)
+            self._update_row(u, "dropped" if o.status is Status.DROPPED else "timed_out")
+        self.selector.busy[d] = False
+        self.free += 1
+        self._fill()
+
+    # -- servers -----------------------------------------------------------------------------
+
+    def _stale(self, u: Update) -> None:
+        self._discard(u)
+        self._update_row(u, "stale")
+
+    def _applied(self, server: VirtualServer, step: list[Update]) -> None:
+        """Tell the runtime a server applied ``step``; record it; forward or close a version."""
+        if self.runtime is not None:
+            items = [(u.handle, u.base, u.weight) for u in step]
+            self.runtime.apply(server.server, server.rule.kind, items)
+        for u in step:
+            self._update_row(u, "applied", server.version)
+            if u.outcome is not None:
+                self.window.applied.append(u.outcome)
+        if server.server != CLOUD:
+            self._forward(server)
+            return
+        self._version_row()
+        for e in sorted({u.edge_id for u in step if u.device_id is None}):
+            self._reply(e)
+
+    def _forward(self, edge: VirtualServer) -> None:
+        """Send an edge's new model to the cloud; the cloud's reply replaces it."""
+        e = edge.server
+        u = Update(CLOUD, self.edge_cloud_version[e], self.edge_cloud_model[e], self.env.now, e)
+        u.handle = self._model(e)
+        t = self.sim.planner.edge_uploads({e}, edge.version)[e]
+        self.window.backhaul[0] += t.num_bytes
+        flow = self.sim.network.backhaul_up[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
+        flow.done.callbacks.append(lambda _: self.cloud.arrive(u))
+
+    def _reply(self, e: int) -> None:
+        """Send the cloud's new model to edge ``e`` (after applying the edge's forward)."""
+        version, model = self.cloud.version, self._model(CLOUD)
+        t = self.sim.planner.edge_fetch({e}, version)[e]
+        self.window.backhaul[1] += t.num_bytes
+        flow = self.sim.network.backhaul_down[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
+
+        def arrived(_: simpy.Event) -> None:
+            if version <= self.edge_cloud_version[e]:
+                return
+            self.edge_cloud_version[e], self.edge_cloud_model[e] = version, model
+            if self.runtime is not None:
+                self.runtime.receive(e, model)
+            self.edges[e].version += 1
+
+        flow.done.callbacks.append(arrived)
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def _update_row(self, u: Update, fate: str, version: int | None = None) -> None:
+        server = "cloud" if u.server == CLOUD else "edge"
+        applied = self.env.now if fate == "applied" else None
+        arrival = u.arrival_s if math.isfinite(u.arrival_s) else None
+        weighted = fate in ("applied", "buffered")
+        self.sim.sink.add_updates(
+            [(
+                u.key, "device" if u.device_id is not None else "edge", u.device_id, u.edge_id,
+                server, u.base_version, u.dispatch_s, arrival,
+                u.staleness if arrival is not None else None, u.weight if weighted else None,
+                fate, version, applied,
+            )]
+        )  # fmt: skip
+
+    def _version_row(self) -> None:
+        """Close the window into the row of the new global version; evaluate; check stops."""
+        sim, w, now = self.sim, self.window, self.env.now
+        version = self.cloud.version
+        edge_s = sum(e.busy_s for e in self.edges)
+        for e in self.edges:
+            e.busy_s = 0.0
+        cloud_s, self.cloud.busy_s = self.cloud.busy_s, 0.0
+        energies = [sim.planner.energy(o) for o in w.outcomes]
+        timing = RoundTiming(w.start_s, now, w.outcomes, w.applied)
+        row = round_row(
+            self.rows_done, version, w.start_s, now, timing, (edge_s, cloud_s),
+            (w.backhaul[0], w.backhaul[1]), energies,
+        )  # fmt: skip
+        row.update(dict.fromkeys(ACCURACY_COLUMNS))
+        sim.sink.add_devices(device_rows(self.rows_done, w.outcomes, sim.population, energies))
+        self.window = _Window(now)
+        self.rows_done += 1
+        stop = sim.scenario.stop
+        last = self.rows_done >= stop.max_rounds
+        values = None
+        every = sim.scenario.evaluation
+        due = version % every.every == 0 or last or now >= self.next_eval_s
+        if sim.runtime is not None and due:
+            while self.next_eval_s <= now:
+                self.next_eval_s += every.every_s or math.inf
+            ua_ids = range(sim.population.num_devices) if every.ua else ()
+            values = sim.runtime.submit_evaluation(ua_ids)
+            self.evaluated_version = version
+        if values is not None:  # rows before it go out; its own waits for the next
+            self._flush()
+        self.pending.append((row, values))
+        target = stop.target_accuracy
+        if values is not None and target is not None:
+            self._flush()
+            if row["accuracy"] is not None and float(row["accuracy"]) >= target:  # type: ignore[arg-type]
+                self._stop("target_accuracy")
+        if last:
+            self._stop("max_rounds")
+        elif self.stop_now is not None and self.stop_now():
+            self._stop("interrupted")
+
+    def _flush(self) -> None:
+        """Write the pending rows in order, reading their evaluations."""
+        sim = self.sim
+        for row, values in self.pending:
+            if values is not None:
+                ev = values()
+                row["accuracy"], row["loss"] = ev.accuracy, ev.loss
+                q = ev.ua_quantiles()
+                if q is not None:
+                    row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
+                    sim.sink.add_ua([(row["version"], d, ev.ua[d]) for d in sorted(ev.ua)])
+            sim.sink.add_round(row)
+            now = time.perf_counter()
+            sim.result.wall_s_per_round.append(now - self.wall0)
+            self.wall0 = now
+            if sim.on_round is not None:
+                sim.on_round(row)
+        self.pending = []
+
+    def _stop(self, why: str) -> None:
+        if not self.halt.triggered:
+            self.sim.result.stopped_by = why
+            self.halt.succeed()
+            self.cloud.halted = True
+            for e in self.edges:
+                e.halted = True
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, loop: LoopState) -> SimulationResult:
+        """Run from the start until a stop rule holds; return how it ended."""
+        stop = self.sim.scenario.stop
+        if stop.max_virtual_s is not None:
+            self.env.timeout(stop.max_virtual_s - self.env.now).callbacks.append(
+                lambda _: self._stop("max_virtual_s")
+            )
+        self._fill()
+        try:
+            self.env.run(until=self.halt)
+        except RuntimeError:  # nothing left to happen: no device can ever report
+            self.sim.result.stopped_by = "no_updates"
+        self._flush()
+        self._close_open()
+        loop.version = self.cloud.version
+        if self.sim.result.stopped_by == "interrupted":
+            raise KeyboardInterrupt
+        return self.sim.result
+
+    def _close_open(self) -> None:
+        """Write the fates of the updates the run ended with (in flight, queued, buffered)."""
+        for key in sorted(self.flights):
+            self._update_row(self.flights[key], "in_flight")
+        for server in [self.cloud, *self.edges]:
+            for u in server.queue:
+                self._update_row(u, "queued")
+            for u in server.buffer:
+                self._update_row(u, "buffered")
