@@ -206,6 +206,7 @@ def _drive(
         )  # fmt: skip
         try:
             result, totals = execute(scenario, inputs, runtime, folder, on_round, start, stop)
+            busy = runtime.busy_intervals() if runtime is not None else []
         finally:
             folder.close()
     finally:
@@ -214,5 +215,7 @@ def _drive(
     timings = host_timings(setup_s, wall0, scenario)
     # real failures (a dead Ray worker that was recovered), apart from simulated drop-outs
     timings["runtime_failures"] = list(runtime.failures) if runtime is not None else []
+    if busy:  # asynchronous runs on Ray: when each device host trained (wall clock)
+        timings["host_busy_s"] = busy
     summary = finish(folder, meta, totals, result, timings)
     return RunResult(folder.path, summary)

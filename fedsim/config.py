@@ -382,6 +382,8 @@ def validation_problems(source: str, exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if loc[:1] == ("rounds",) and loc[1:2] in (("sync",), ("async",)):
+            loc = loc[:1] + loc[2:]  # the protocol's tag, which the file does not show
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

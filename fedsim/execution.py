@@ -122,24 +122,31 @@ def execute(
     totals = Totals(**start[0].totals) if start is not None else Totals()
     sim = Simulation(scenario, inputs, runtime, on_round, FolderSink(folder, totals))
     loop = LoopState()
+    replay: dict[str, Any] | None = None
     if start is not None:
         ckpt, models = start
-        sim.restore(ckpt)
-        if runtime is not None:
-            runtime.load_models(models)
+        if isinstance(scenario.rounds, AsyncRoundsSpec):  # replayed up to the checkpoint
+            sim.result.wall_s_per_round = list(ckpt.wall_s_per_round)
+            replay = models
+        else:
+            sim.restore(ckpt)
+            if runtime is not None:
+                runtime.load_models(models)
         loop = ckpt.loop
     spec = scenario.checkpoint
     if not spec.enabled:
-        return sim.run(loop, stop_now=stop), totals
+        return sim.run(loop, stop_now=stop, resume_models=replay), totals
     rule = CheckpointRule(spec.every_rounds, spec.every_wall_s)
 
     def save(at: LoopState) -> None:
         ckpt = sim.snapshot(at, asdict(totals), folder.sizes())
         models = runtime.models() if runtime is not None else {}
+        if sim.async_state is not None and runtime is not None:
+            models["async"] = sim.async_state()
         checkpoint.save(folder.path, ckpt, models)
         rule.last_s = time.perf_counter()
 
-    return sim.run(loop, save, rule.due, stop), totals
+    return sim.run(loop, save, rule.due, stop, replay), totals
 
 
 def finish(

@@ -223,3 +223,46 @@ def test_killed_cli_run_resumes_byte_identical(tmp_path, how):
                           cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _same_files(ref, cut)
+
+
+# asynchronous runs resume by replaying the clock to the checkpoint's version row, where the
+# checkpoint's models (servers, bases of the updates on their way, edges' cloud models)
+# take over and the trainings in flight are redone from their bases
+ASYNC_FLAT = (
+    "rounds={kind: async, concurrency: 6, deadline_s: 1.5, max_staleness: 5,"
+    " server: {kind: fedasync, alpha: 0.6, staleness: {kind: polynomial, a: 0.5}}}",
+    "stop.max_rounds=30", "stop.target_accuracy=null", "evaluation.every=4",
+    "checkpoint.every_rounds=7", "topology.edges.1.devices.1.offload.use=split",
+    "topology.edges.1.devices.1.offload.params.k=1",
+)  # fmt: skip
+ASYNC_EDGES = (
+    "rounds={kind: async, concurrency: 8, server: {kind: fedbuff, buffer_size: 2},"
+    " edges: {kind: fedbuff, buffer_size: 3, server_lr: 1.0}}",
+    "stop.max_rounds=16", "stop.target_accuracy=null", "evaluation.every=3",
+    "checkpoint.every_rounds=5",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("sets", [ASYNC_FLAT, ASYNC_EDGES], ids=["fedasync", "fedbuff-edges"])
+def test_async_resume_is_byte_identical(tmp_path, sets):
+    sc = load_scenario(QUICKSTART, list(sets))
+    ref = run(sc, tmp_path / "ref")
+    with pytest.raises(Crash):
+        run(sc, tmp_path / "cut", on_round=_crash_after(12))
+    assert checkpoint.next_round(tmp_path / "cut") >= 5
+    res = resume(tmp_path / "cut")
+    _same_files(ref.path, res.path, (*FILES, "updates.csv"))
+
+
+def test_async_resume_on_ray_is_byte_identical_to_inline(tmp_path):
+    sc = load_scenario(QUICKSTART, list(ASYNC_EDGES))
+    ref = run(sc, tmp_path / "ref")
+    ray_sc = load_scenario(QUICKSTART, [*ASYNC_EDGES, "runtime.kind=ray", "runtime.workers=2"])
+    try:
+        with pytest.raises(Crash):
+            run(ray_sc, tmp_path / "cut", on_round=_crash_after(12))
+        res = resume(tmp_path / "cut")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    _same_files(ref.path, res.path, (*FILES[:3], "updates.csv"))

@@ -156,6 +156,13 @@ class Runtime(ABC):
     def put_model(self, state: State) -> Any:
         """Return a model handle holding ``state`` (a resume)."""
 
+    def busy_intervals(self) -> list[tuple[int, float, float]]:
+        """Return ``(host, start, end)`` wall-clock seconds of asynchronous training calls.
+
+        Empty where not measured (the inline runtime has one host).
+        """
+        return []
+
     def discard(self, handles: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """Forget updates that virtual time discarded (cancel them where possible)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -26,7 +26,7 @@ from fedsim.sim.async_selection import Selector, build_selection
 from fedsim.sim.async_servers import Update, VirtualServer
 from fedsim.sim.device import device_process
 from fedsim.sim.records import DeviceOutcome, RoundTiming, Status
-from fedsim.sim.rows import ACCURACY_COLUMNS, device_rows, round_row
+from fedsim.sim.rows import ACCURACY_COLUMNS, RowSink, device_rows, round_row
 from fedsim.sim.sync_round import _drop_at
 
 if TYPE_CHECKING:
@@ -34,6 +34,22 @@ if TYPE_CHECKING:
 
 #: Virtual seconds between two looks for an idle on-line device when none was found.
 POLL_S = 10.0
+
+
+class _Discard:
+    """A sink for the rows a resume replays (they are in the files already)."""
+
+    def add_round(self, row: dict[str, object]) -> None:
+        """Drop the row."""
+
+    def add_devices(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Drop the rows."""
+
+    def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Drop the rows."""
+
+    def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Drop the rows."""
 
 
 class _Window:
@@ -58,14 +74,26 @@ class AsyncDriver:
         ``KeyboardInterrupt``.
     """
 
-    def __init__(self, sim: Simulation, stop_now: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        stop_now: Callable[[], bool] | None = None,
+        checkpoint: Callable[[LoopState], None] | None = None,
+        checkpoint_due: Callable[[int], bool] | None = None,
+        resume: tuple[int, dict[str, Any]] | None = None,
+    ) -> None:
         rounds = sim.scenario.rounds
         assert isinstance(rounds, AsyncRoundsSpec)
         self.sim = sim
         self.spec = rounds
         self.env = sim.env
         self.stop_now = stop_now
-        self.runtime = sim.runtime
+        self.checkpoint = checkpoint
+        self.checkpoint_due = checkpoint_due
+        # a resume replays the clock without learning up to the checkpoint's version row
+        self.resume = resume
+        self.sink: RowSink = sim.sink if resume is None else _Discard()
+        self.runtime = sim.runtime if resume is None else None
         net = sim.network
         pop = sim.population
         num_params = sim.inputs.model.num_params
@@ -74,7 +102,7 @@ class AsyncDriver:
         )
         self.cloud = VirtualServer(
             self.env, CLOUD, rounds.server, rounds.max_staleness, net.cloud_compute,
-            net.cloud_flops_per_s, num_params, self._stale, self._applied,
+            net.cloud_flops_per_s, num_params, self._stale, self._applied, self._handled,
         )  # fmt: skip
         self.edges: list[VirtualServer] = []
         if rounds.edges is not None:
@@ -82,6 +110,7 @@ class AsyncDriver:
                 VirtualServer(
                     self.env, e, rounds.edges, rounds.max_staleness, net.edge_compute[e],
                     net.edge_flops_per_s[e], num_params, self._stale, self._applied,
+                    self._handled,
                 )  # fmt: skip
                 for e in range(pop.num_edges)
             ]
@@ -89,6 +118,9 @@ class AsyncDriver:
         self.edge_cloud_version = [0] * pop.num_edges
         self.edge_cloud_model: list[Any] = [self._model(CLOUD)] * pop.num_edges
         self.fetching: dict[int, tuple[int, simpy.Event, float]] = {}
+        self.forwards: dict[int, Update] = {}  # edge models on their way to the cloud
+        self.replies: dict[int, list[Any]] = {}  # cloud models on their way to edges
+        self.transit_id = 0
         self.free = rounds.concurrency
         self.next_key = 0
         self.flights: dict[int, Update] = {}  # dispatch -> device update not yet arrived
@@ -211,19 +243,26 @@ class AsyncDriver:
         flow.done.callbacks.append(lambda _: self.cloud.arrive(u))
 
     def _finished(self, u: Update) -> None:
-        """Record a device the server knows is done; free its slot and fill it."""
+        """Record a device the server knows is done (a drop-out or time-out frees its slot)."""
         d = u.device_id
         assert d is not None
         o = self.out.pop(d)
         u.outcome = o
         self.window.outcomes.append(o)
-        if o.status is not Status.COMPLETED:
-            self.flights.pop(u.key, None)  # type: ignore[arg-type]
-            self._discard(u)
-            self._update_row(u, "dropped" if o.status is Status.DROPPED else "timed_out")
         self.selector.busy[d] = False
+        if o.status is Status.COMPLETED:
+            return  # its slot frees when the server has handled the update
+        self.flights.pop(u.key, None)  # type: ignore[arg-type]
+        self._discard(u)
+        self._update_row(u, "dropped" if o.status is Status.DROPPED else "timed_out")
         self.free += 1
         self._fill()
+
+    def _handled(self, u: Update) -> None:
+        """Free the slot of a device whose update a server has handled; fill it."""
+        if u.device_id is not None:
+            self.free += 1
+            self._fill()
 
     # -- servers -----------------------------------------------------------------------------
 
@@ -255,16 +294,21 @@ class AsyncDriver:
         t = self.sim.planner.edge_uploads({e}, edge.version)[e]
         self.window.backhaul[0] += t.num_bytes
         flow = self.sim.network.backhaul_up[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
-        flow.done.callbacks.append(lambda _: self.cloud.arrive(u))
+        n, self.transit_id = self.transit_id, self.transit_id + 1
+        self.forwards[n] = u
+        flow.done.callbacks.append(lambda _: self.cloud.arrive(self.forwards.pop(n)))
 
     def _reply(self, e: int) -> None:
         """Send the cloud's new model to edge ``e`` (after applying the edge's forward)."""
-        version, model = self.cloud.version, self._model(CLOUD)
+        version = self.cloud.version
         t = self.sim.planner.edge_fetch({e}, version)[e]
         self.window.backhaul[1] += t.num_bytes
         flow = self.sim.network.backhaul_down[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
+        n, self.transit_id = self.transit_id, self.transit_id + 1
+        self.replies[n] = [self._model(CLOUD)]
 
         def arrived(_: simpy.Event) -> None:
+            (model,) = self.replies.pop(n)
             if version <= self.edge_cloud_version[e]:
                 return
             self.edge_cloud_version[e], self.edge_cloud_model[e] = version, model
@@ -281,7 +325,7 @@ class AsyncDriver:
         applied = self.env.now if fate == "applied" else None
         arrival = u.arrival_s if math.isfinite(u.arrival_s) else None
         weighted = fate in ("applied", "buffered")
-        self.sim.sink.add_updates(
+        self.sink.add_updates(
             [(
                 u.key, "device" if u.device_id is not None else "edge", u.device_id, u.edge_id,
                 server, u.base_version, u.dispatch_s, arrival,
@@ -305,7 +349,7 @@ class AsyncDriver:
             (w.backhaul[0], w.backhaul[1]), energies,
         )  # fmt: skip
         row.update(dict.fromkeys(ACCURACY_COLUMNS))
-        sim.sink.add_devices(device_rows(self.rows_done, w.outcomes, sim.population, energies))
+        self.sink.add_devices(device_rows(self.rows_done, w.outcomes, sim.population, energies))
         self.window = _Window(now)
         self.rows_done += 1
         stop = sim.scenario.stop
@@ -313,11 +357,15 @@ class AsyncDriver:
         values = None
         every = sim.scenario.evaluation
         due = version % every.every == 0 or last or now >= self.next_eval_s
-        if sim.runtime is not None and due:
-            while self.next_eval_s <= now:
-                self.next_eval_s += every.every_s or math.inf
+        while self.next_eval_s <= now:
+            self.next_eval_s += every.every_s or math.inf
+        if self.resume is not None:  # replaying rows already written
+            if self.rows_done == self.resume[0]:
+                self._resumed()
+            return
+        if self.runtime is not None and due:
             ua_ids = range(sim.population.num_devices) if every.ua else ()
-            values = sim.runtime.submit_evaluation(ua_ids)
+            values = self.runtime.submit_evaluation(ua_ids)
             self.evaluated_version = version
         if values is not None:  # rows before it go out; its own waits for the next
             self._flush()
@@ -329,12 +377,22 @@ class AsyncDriver:
                 self._stop("target_accuracy")
         if last:
             self._stop("max_rounds")
-        elif self.stop_now is not None and self.stop_now():
+            return
+        stopping = self.stop_now is not None and self.stop_now()
+        due = self.checkpoint_due is not None and self.checkpoint_due(self.rows_done - 1)
+        if self.checkpoint is not None and (due or stopping):
+            self._flush()
+            loop = LoopState(self.rows_done, version, self.evaluated_version)
+            self.checkpoint(loop)
+        if stopping:
             self._stop("interrupted")
 
     def _flush(self) -> None:
         """Write the pending rows in order, reading their evaluations."""
         sim = self.sim
+        if self.resume is not None:
+            self.pending = []
+            return
         for row, values in self.pending:
             if values is not None:
                 ev = values()
@@ -342,8 +400,8 @@ class AsyncDriver:
                 q = ev.ua_quantiles()
                 if q is not None:
                     row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-                    sim.sink.add_ua([(row["version"], d, ev.ua[d]) for d in sorted(ev.ua)])
-            sim.sink.add_round(row)
+                    self.sink.add_ua([(row["version"], d, ev.ua[d]) for d in sorted(ev.ua)])
+            self.sink.add_round(row)
             now = time.perf_counter()
             sim.result.wall_s_per_round.append(now - self.wall0)
             self.wall0 = now
@@ -358,6 +416,75 @@ class AsyncDriver:
             self.cloud.halted = True
             for e in self.edges:
                 e.halted = True
+
+    # -- checkpoints: the models the protocol's state refers to --------------------------------
+
+    def _slots(self) -> list[tuple[Any, str | int, bool]]:
+        """Return every place holding a model handle, in a fixed order: (holder, attribute,
+        whether it is a device training to redo on resume).
+
+        A resume replays the clock without learning to the same version row; the same
+        places then exist in the same order, and take their models from the checkpoint.
+        """  # noqa: D205
+        out: list[tuple[Any, str | int, bool]] = []
+
+        def update(u: Update) -> None:
+            out.append((u, "base", False))
+            if u.device_id is None:
+                out.append((u, "handle", False))  # an edge's forwarded model
+            else:
+                out.append((u, "handle", True))
+
+        for key in sorted(self.flights):
+            update(self.flights[key])
+        for server in [self.cloud, *self.edges]:
+            for u in [*server.queue, *server.buffer]:
+                update(u)
+        for n in sorted(self.forwards):
+            update(self.forwards[n])
+        for n in sorted(self.replies):
+            out.append((self.replies[n], 0, False))
+        out.extend((self.edge_cloud_model, e, False) for e in range(len(self.edge_cloud_model)))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Return the models the live updates and edges refer to (for a checkpoint)."""
+        assert self.runtime is not None
+        index: dict[int, int] = {}
+        handles: list[Any] = []
+        slots: list[int] = []
+        for holder, attr, train in self._slots():
+            h = _get(holder, attr)
+            if train:
+                slots.append(-1 if h is None else -2)  # trained or not; redone from its base
+                continue
+            if id(h) not in index:
+                index[id(h)] = len(handles)
+                handles.append(h)
+            slots.append(index[id(h)])
+        return {"models": self.runtime.read_models(handles), "slots": slots}
+
+    def _resumed(self) -> None:
+        """Switch a replay to the real run: the checkpoint's models go where they were."""
+        assert self.resume is not None
+        runtime = self.sim.runtime
+        _, models = self.resume
+        self.resume, self.sink = None, self.sim.sink
+        if runtime is None:
+            return
+        runtime.load_models(models)
+        extra = models["async"]
+        handles: dict[int, Any] = {}
+        for (holder, attr, train), slot in zip(self._slots(), extra["slots"], strict=True):
+            if train:
+                if slot == -2:
+                    u = holder
+                    u.handle = runtime.train_from([(u.device_id, u.key, u.base)])[0]
+                continue
+            if slot not in handles:
+                handles[slot] = runtime.put_model(extra["models"][slot])
+            _set(holder, attr, handles[slot])
+        self.runtime = runtime
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -389,3 +516,14 @@ class AsyncDriver:
                 self._update_row(u, "queued")
             for u in server.buffer:
                 self._update_row(u, "buffered")
+
+
+def _get(holder: Any, attr: str | int) -> Any:
+    return holder[attr] if isinstance(attr, int) else getattr(holder, attr)
+
+
+def _set(holder: Any, attr: str | int, value: Any) -> None:
+    if isinstance(attr, int):
+        holder[attr] = value
+    else:
+        setattr(holder, attr, value)

@@ -70,7 +70,10 @@ class VirtualServer:
     on_stale : callable
         Called with an update discarded for staleness.
     on_apply : callable
-        Called with the updates of a step once applied; returns whether to go on.
+        Called with the server and the updates of a step once applied.
+    on_done : callable
+        Called with every update once the server has handled it (applied, buffered or
+        discarded): the moment its device's slot is free again.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class VirtualServer:
         max_staleness: int | None, compute: SharedResource, flops_per_s: float,
         num_params: int, on_stale: Callable[[Update], None],
         on_apply: Callable[[VirtualServer, list[Update]], None],
+        on_done: Callable[[Update], None],
     ) -> None:  # fmt: skip
         self.env = env
         self.server = server
@@ -88,6 +92,7 @@ class VirtualServer:
         self.num_params = num_params
         self.on_stale = on_stale
         self.on_apply = on_apply
+        self.on_done = on_done
         self.version = 0
         self.queue: deque[Update] = deque()
         self.buffer: list[Update] = []
@@ -109,11 +114,13 @@ class VirtualServer:
             u.staleness = self.version - u.base_version
             if self.max_staleness is not None and u.staleness > self.max_staleness:
                 self.on_stale(u)
+                self.on_done(u)
                 continue
             u.weight = coefficient(self.rule, u.staleness)
             if self.rule.kind == "fedbuff":
                 self.buffer.append(u)
                 if len(self.buffer) < self.rule.buffer_size:
+                    self.on_done(u)
                     continue
                 step, self.buffer = self.buffer, []
             else:
@@ -126,4 +133,5 @@ class VirtualServer:
                 break
             self.version += 1
             self.on_apply(self, step)
+            self.on_done(u)
         self._running = False

@@ -100,6 +100,7 @@ class Simulation:
         self._pending: set[int] = set()  # edges holding updates the cloud has not aggregated
         self._stale = set(range(self.population.num_edges))  # edges without the global model
         self.result = SimulationResult()
+        self.async_state: Callable[[], dict[str, Any]] | None = None
 
     def wanted(self) -> int:
         """Return K, the reports a round keeps."""
@@ -270,8 +271,13 @@ class Simulation:
         checkpoint: Callable[[LoopState], None] | None = None,
         checkpoint_due: Callable[[int], bool] | None = None,
         stop_now: Callable[[], bool] | None = None,
+        resume_models: dict[str, Any] | None = None,
     ) -> SimulationResult:
         """Run rounds until a stop rule holds; return how it ended.
+
+        An asynchronous run resumes by replaying its clock (without learning) to the
+        checkpoint's version row, where ``resume_models`` (the checkpoint's models) take
+        over; :attr:`async_state` then gives the models a checkpoint must hold.
 
         ``loop``: where to start (a resumed run, after :meth:`restore`). ``checkpoint`` is
         called at the round boundaries ``checkpoint_due(round_index)`` asks for, after the
@@ -286,7 +292,11 @@ class Simulation:
         gc.freeze()
         try:
             if isinstance(self.scenario.rounds, AsyncRoundsSpec):
-                return AsyncDriver(self, stop_now).run(loop or LoopState())
+                loop = loop or LoopState()
+                at = (loop.next_round, resume_models) if resume_models is not None else None
+                async_driver = AsyncDriver(self, stop_now, checkpoint, checkpoint_due, at)
+                self.async_state = async_driver.state
+                return async_driver.run(loop)
             driver = SyncDriver(self, checkpoint, checkpoint_due, stop_now)
             return driver.run(loop or LoopState())
         finally:
