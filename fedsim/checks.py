@@ -9,7 +9,7 @@ import numpy as np
 
 from fedsim.algorithms import BUILTIN_ALGORITHMS
 from fedsim.algorithms.base import Algorithm
-from fedsim.config import Scenario
+from fedsim.config import AsyncRoundsSpec, Scenario
 from fedsim.errors import InputError
 from fedsim.models import MODEL_NAMES, ModelInfo, training_footprint_bytes
 from fedsim.offload import BUILTIN_POLICIES
@@ -17,6 +17,7 @@ from fedsim.offload.full import Full
 from fedsim.offload.split import Split
 from fedsim.profiles import ProfileLibrary
 from fedsim.registry import module_to_import
+from fedsim.sim.async_selection import BUILTIN_SELECTIONS
 from fedsim.sim.population import Population
 from fedsim.sim.traces import (
     AvailabilityTrace,
@@ -142,6 +143,23 @@ def deadline_warnings(scenario: Scenario, profiles: ProfileLibrary, source: str)
     ]
 
 
+def async_warnings(scenario: Scenario, source: str) -> list[str]:
+    """Warn where an asynchronous run ignores a setting that synchronous runs use.
+
+    ``runtime.on_failure: recover`` re-runs a dead device host's lost round; asynchronous
+    runs on Ray stop on a dead actor instead, and ``fedsim resume`` continues them from the
+    last checkpoint (docs/async.md).
+    """
+    if not isinstance(scenario.rounds, AsyncRoundsSpec):
+        return []
+    if scenario.runtime.kind == "ray" and scenario.runtime.on_failure == "recover":
+        return [
+            f"{source}: runtime.on_failure: recover applies to synchronous rounds; this "
+            "asynchronous run stops if a Ray worker dies (continue it with fedsim resume)"
+        ]
+    return []
+
+
 def load_traces(
     scenario: Scenario, source: str
 ) -> tuple[BandwidthTrace | None, AvailabilityTrace | None]:
@@ -228,6 +246,8 @@ def scenario_imports(scenario: Scenario) -> dict[str, list[str]]:
     left out. An offloading spec counts only where a device group uses it.
     """
     named = [("algorithm.use", scenario.algorithm.use, BUILTIN_ALGORITHMS)]
+    if isinstance(scenario.rounds, AsyncRoundsSpec):
+        named.append(("rounds.selection", scenario.rounds.selection, BUILTIN_SELECTIONS))
     for i, edge in enumerate(scenario.topology.edges):
         for j, group in enumerate(edge.devices):
             field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"

@@ -10,6 +10,7 @@ import numpy as np
 
 from fedsim.algorithms.base import Algorithm, build_algorithm
 from fedsim.checks import (
+    async_warnings,
     check_offload,
     check_references,
     check_runtime,
@@ -18,7 +19,7 @@ from fedsim.checks import (
     load_traces,
     memory_warnings,
 )
-from fedsim.config import Scenario
+from fedsim.config import AsyncRoundsSpec, Scenario
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.errors import InputError, naming
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
@@ -26,6 +27,7 @@ from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.runtime.base import LearningSetup, Runtime
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.seeding import Purpose, stream
+from fedsim.sim.async_selection import build_selection
 from fedsim.sim.offloading import GroupOffload, build_policies
 from fedsim.sim.population import sample_counts
 from fedsim.sim.simulation import Payloads
@@ -64,7 +66,9 @@ class Prepared:
         return memory_warnings(
             self.scenario, self.profiles, self.model, batch,
             self.algorithm.optimizer_values_per_param, self.footprint_bytes, self.source,
-        ) + deadline_warnings(self.scenario, self.profiles, self.source)  # fmt: skip
+        ) + deadline_warnings(self.scenario, self.profiles, self.source) + async_warnings(
+            self.scenario, self.source
+        )  # fmt: skip
 
 
 def check(
@@ -88,6 +92,11 @@ def check(
         algorithm = build_algorithm(scenario.algorithm, source)
     except InputError as exc:
         problems.extend(exc.problems)
+    if isinstance(scenario.rounds, AsyncRoundsSpec):
+        try:
+            build_selection(scenario.rounds.selection, source)
+        except InputError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
     data = scenario.data

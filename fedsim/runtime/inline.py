@@ -173,10 +173,7 @@ class InlineRuntime(Runtime):
         """Apply the items at the server, training device updates as they are read."""
         self._server(server).apply(
             kind,
-            [
-                (self._payload(u) if isinstance(u, AsyncJob) else u, base, c)
-                for u, base, c in items
-            ],
+            [(self._payload(u) if isinstance(u, AsyncJob) else u, base, c) for u, base, c in items],
         )
 
     def receive(self, edge_id: int, model: State) -> None:

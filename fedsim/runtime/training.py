@@ -526,10 +526,7 @@ def _stacked(state: State, bases: Sequence[State | None]) -> State:
     n = len(bases)
     if all(b is None for b in bases):
         return {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in state.items()}
-    return {
-        k: torch.stack([(state if b is None else b)[k].detach() for b in bases])
-        for k in state
-    }
+    return {k: torch.stack([(state if b is None else b)[k].detach() for b in bases]) for k in state}
 
 
 def can_fuse(model: nn.Module) -> bool:

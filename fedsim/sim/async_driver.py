@@ -108,8 +108,15 @@ class AsyncDriver:
         if rounds.edges is not None:
             self.edges = [
                 VirtualServer(
-                    self.env, e, rounds.edges, rounds.max_staleness, net.edge_compute[e],
-                    net.edge_flops_per_s[e], num_params, self._stale, self._applied,
+                    self.env,
+                    e,
+                    rounds.edges,
+                    rounds.max_staleness,
+                    net.edge_compute[e],
+                    net.edge_flops_per_s[e],
+                    num_params,
+                    self._stale,
+                    self._applied,
                     self._handled,
                 )  # fmt: skip
                 for e in range(pop.num_edges)

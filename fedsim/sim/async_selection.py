@@ -17,6 +17,8 @@ from fedsim.sim.availability import Availability
 
 #: Random draws tried before the uniform rule lists every idle on-line device.
 TRIES = 64
+#: Built-in selection rules by name.
+BUILTIN_SELECTIONS = {"uniform": "fedsim.sim.async_selection:Uniform"}
 
 
 class SelectionRule(Protocol):
@@ -38,7 +40,7 @@ class Uniform:
 def build_selection(name: str, source: str) -> SelectionRule:
     """Return the rule ``rounds.selection`` names (``uniform`` or ``module:Class``)."""
     try:
-        cls = resolve(name, {"uniform": "fedsim.sim.async_selection:Uniform"}, "selection rule")
+        cls = resolve(name, BUILTIN_SELECTIONS, "selection rule")
     except LookupError as exc:
         raise InputError(f"{source}: rounds.selection: {exc}") from None
     rule = cls()

@@ -176,3 +176,85 @@ def test_fedbuff_step_is_the_mean_weighted_delta():
     ]
     # x + 0.5 (1, -1) + 0.25 (0, 4) = (1.5, 1.5)
     assert apply_buffer(x, items)["w"].tolist() == [1.5, 1.5]
+
+
+class LowestIdFirst:
+    """A pluggable selection rule: always the idle on-line device with the lowest id."""
+
+    def choose(self, candidates, now_s, rng):
+        return int(candidates[0])
+
+
+def test_a_pluggable_selection_rule_chooses_the_devices(tmp_path, trace_profiles):
+    # Arrange: a rule importable as module:Class; one slot only
+    server = {"kind": "fedasync", "alpha": 0.5}
+
+    # Act
+    res = run_trace(
+        tmp_path, trace_profiles, server, concurrency=1,
+        selection="test_sim_async:LowestIdFirst",
+    )  # fmt: skip
+
+    # Assert: device 0 is always idle when the slot frees, so it takes every dispatch
+    assert set(res.updates["device_id"]) == {0}
+    assert list(res.updates["dispatch"]) == list(range(9))
+
+
+def test_drop_outs_and_time_outs_free_their_slots(tmp_path):
+    # Arrange: the quickstart's on/off devices, a deadline only fast devices meet
+    from helpers import REPO
+
+    from fedsim.config import load_scenario
+
+    sets = [
+        "rounds={kind: async, concurrency: 10, deadline_s: 0.5,"
+        " failure_detection: {kind: instant}}",
+        "stop.max_rounds=40", "stop.target_accuracy=null", "learning=false",
+        "availability={kind: on_off, mean_on_s: 1.0, mean_off_s: 1.0}",
+    ]  # fmt: skip
+    sc = load_scenario(REPO / "scenarios" / "quickstart.yaml", sets)
+
+    # Act
+    res = run(sc, tmp_path / "out")
+
+    # Assert: each fate is counted where the rows say so
+    fates = res.updates["fate"].value_counts()
+    assert fates["applied"] == 40
+    assert fates["timed_out"] > 0 and fates["dropped"] > 0
+    rounds = res.rounds
+    assert rounds["stragglers"].sum() == fates["timed_out"]
+    assert rounds["dropped"].sum() == fates["dropped"]
+    timed = res.updates[res.updates["fate"] == "timed_out"]
+    assert timed["arrival_s"].isna().all()
+    # a device row per ended dispatch, joined to the version row it ended in
+    assert len(res.device_rounds) == rounds["participants"].sum()
+
+
+def test_evaluation_every_virtual_seconds(tmp_path, trace_profiles):
+    # Arrange: evaluate at the first version after every 2 virtual seconds (and every 100)
+    sc = scenario({"kind": "fedasync"}, learning=True)
+    sc["evaluation"] = {"every": 100, "every_s": 2.0, "ua": False}
+    sc["stop"] = {"max_rounds": 9}
+
+    # Act
+    res = run(scenario_from_dict(sc, "trace.yaml"), tmp_path / "out", profiles_dir=trace_profiles)
+
+    # Assert: the first versions after 2 s (v2 at 2.07 s) and 4 s (v5 at 4.13 s); the last
+    # (v9 at 6.2 s, also the first after 6 s)
+    r = res.rounds.set_index("version")
+    assert list(r.index[r["accuracy"].notna()]) == [2, 5, 9]
+    assert r.loc[2, "virtual_time_s"] == pytest.approx(2 * cycle_s(0), abs=1e-4)
+
+
+def test_async_config_errors_name_the_field(tmp_path):
+    from fedsim.errors import InputError
+
+    bad = scenario({"kind": "fedasync", "alpha": 0.0})
+    with pytest.raises(InputError) as err:
+        scenario_from_dict(bad, "x.yaml")
+    assert "rounds.server.alpha" in str(err.value)
+    sync_only = scenario({"kind": "fedasync"})
+    sync_only["rounds"]["cloud_every"] = 2
+    with pytest.raises(InputError) as err:
+        scenario_from_dict(sync_only, "x.yaml")
+    assert "rounds.cloud_every: unknown key" in str(err.value)
