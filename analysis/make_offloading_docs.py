@@ -59,7 +59,7 @@ from fedsim.analysis import (  # noqa: E402
     to_markdown,
 )
 from fedsim.api import check  # noqa: E402
-from fedsim.config import load_scenario, scenario_to_dict  # noqa: E402
+from fedsim.config import RoundsSpec, load_scenario, scenario_to_dict  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402
 
 DESIGNER = ROOT / "scenarios/offloading/designer.yaml"
@@ -180,6 +180,8 @@ def without_overselection(scenario: Path, sets: Sequence[str] = ()) -> list[str]
     scenario does not over-select (or gives a participation fraction).
     """
     rounds = load_scenario(scenario, list(sets)).rounds
+    if not isinstance(rounds, RoundsSpec):
+        return None  # asynchronous: no rounds to over-select for
     if rounds.participants is None or rounds.over_selection <= 1.0:
         return None
     selected = math.ceil(rounds.participants * rounds.over_selection)

@@ -334,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (fedsim scenarios | head): not a bug
+        # Python would complain once more flushing stdout at exit: point it at /dev/null
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug: one line here, the traceback kept in a file
         if os.environ.get(DEBUG_ENV):
             raise

@@ -254,6 +254,10 @@ class TracesSpec(_Strict):
 class StopSpec(_Strict):
     """When a run ends (whichever comes first).
 
+    ``max_rounds`` counts rounds, or global versions in an asynchronous run. At
+    ``max_virtual_s`` a synchronous run finishes the round under way (its last round may end
+    after it); an asynchronous run stops exactly there.
+
     Ranges: ``max_rounds`` 1 to 10**7; ``max_virtual_s`` in (0, 1e9] s;
     ``target_accuracy`` in (0, 1].
     """

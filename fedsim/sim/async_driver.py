@@ -238,16 +238,20 @@ class AsyncDriver:
 
     def _reported(self, u: Update) -> None:
         """Send a reported update to its edge, or on through the backhaul to the cloud."""
-        self.flights.pop(u.key)  # type: ignore[arg-type]
         if self.edges:
-            self.edges[u.edge_id].arrive(u)
+            self._arrive(self.edges[u.edge_id], u)
             return
         assert u.key is not None
         t = self.sim.planner.edge_uploads({u.edge_id}, u.key)[u.edge_id]
         up = self.sim.network.backhaul_up[u.edge_id]
         self.window.backhaul[0] += t.num_bytes
         flow = up.start(t.bits, t.cap_bps, u.edge_id, delay_s=t.rtt_s)
-        flow.done.callbacks.append(lambda _: self.cloud.arrive(u))
+        flow.done.callbacks.append(lambda _: self._arrive(self.cloud, u))
+
+    def _arrive(self, server: VirtualServer, u: Update) -> None:
+        """Hand a device's update to its server (it is in flight until then)."""
+        del self.flights[u.key]  # type: ignore[arg-type]
+        server.arrive(u)
 
     def _finished(self, u: Update) -> None:
         """Record a device the server knows is done (a drop-out or time-out frees its slot)."""
@@ -509,6 +513,12 @@ class AsyncDriver:
             self.sim.result.stopped_by = "no_updates"
         self._flush()
         self._close_open()
+        # dispatches that ended after the last version: rows beyond the last version row
+        w = self.window
+        energies = [self.sim.planner.energy(o) for o in w.outcomes]
+        self.sink.add_devices(
+            device_rows(self.rows_done, w.outcomes, self.sim.population, energies)
+        )
         loop.version = self.cloud.version
         if self.sim.result.stopped_by == "interrupted":
             raise KeyboardInterrupt
