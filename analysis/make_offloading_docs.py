@@ -166,6 +166,7 @@ def run_policies(
         check_fresh(runs, scenario, [*common, *extra], folder)
         for r in runs:
             r.params = {POLICY: policy}
+            r.run_id = f"{_folder(policy)}/{r.run_id}"  # unique across the policies' sweeps
         return runs
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

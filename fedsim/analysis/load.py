@@ -121,6 +121,15 @@ class RunSet:
     sweep: dict[str, Any] | None = None
     root: Path | None = None
 
+    def __post_init__(self) -> None:
+        ids = [r.run_id for r in self.runs]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:  # tables key runs by id: repeats would be summed together
+            raise ValueError(
+                f"run ids repeat in one RunSet: {', '.join(repeated)}; give each run a "
+                "unique run_id (e.g. prefix the sweep's name) before combining runs"
+            )
+
     def __iter__(self) -> Any:
         return iter(self.runs)
 
@@ -237,9 +246,12 @@ def load_runs(paths: Iterable[str | Path], labels: Sequence[str] | None = None) 
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"{len(labels)} labels for {len(paths)} runs")
     runs = []
+    names = [Path(p).name for p in paths]
     for i, p in enumerate(paths):
         params = {"config": str(labels[i])} if labels is not None else None
-        runs.append(load_run(p, params=params))
+        # folders of the same name (two sweeps' seed=1) are told apart by their path
+        run_id = str(p) if names.count(names[i]) > 1 else None
+        runs.append(load_run(p, params=params, run_id=run_id))
     if labels is None:
         for run, label in zip(runs, config_labels(runs), strict=True):
             run.config = label

@@ -132,3 +132,22 @@ def test_config_labels_name_and_differences(tmp_path, make_hand_run):
         "hand #1",
         "hand #2",
     ]
+
+
+def test_runs_of_two_sweeps_keep_apart(demo_sweep, tmp_path):
+    from fedsim.analysis import RunSet, load_runs
+
+    # Arrange: the same sweep's runs twice, as two sweeps of the same seeds would be
+    runs = load_sweep(demo_sweep).runs
+
+    # Act / Assert: combined as is, their ids repeat: refused with a clear message
+    with pytest.raises(ValueError, match="run ids repeat"):
+        RunSet(runs=[*runs, *load_sweep(demo_sweep).runs])
+    # folders of the same name loaded as loose runs are told apart by their path
+    dirs = [r.run_dir for r in runs[:1]]
+    copy = tmp_path / "other" / dirs[0].name
+    import shutil
+
+    shutil.copytree(dirs[0], copy)
+    loose = load_runs([dirs[0], copy])
+    assert len({r.run_id for r in loose}) == 2
