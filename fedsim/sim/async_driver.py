@@ -12,21 +12,21 @@ when it is applied, and is never waited for except to read an evaluation.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from fedsim.checkpoint import LoopState
 from fedsim.config import AsyncRoundsSpec
-from fedsim.runtime.base import CLOUD, Evaluation
+from fedsim.runtime.base import CLOUD
 from fedsim.seeding import Purpose, stream
+from fedsim.sim import async_resume
+from fedsim.sim.async_rows import Discard, VersionRows
 from fedsim.sim.async_selection import Selector, build_selection
 from fedsim.sim.async_servers import Update, VirtualServer
 from fedsim.sim.device import device_process
-from fedsim.sim.records import DeviceOutcome, RoundTiming, Status
-from fedsim.sim.rows import ACCURACY_COLUMNS, RowSink, device_rows, round_row
+from fedsim.sim.records import DeviceOutcome, Status
 from fedsim.sim.sync_round import _drop_at
 
 if TYPE_CHECKING:
@@ -34,32 +34,6 @@ if TYPE_CHECKING:
 
 #: Virtual seconds between two looks for an idle on-line device when none was found.
 POLL_S = 10.0
-
-
-class _Discard:
-    """A sink for the rows a resume replays (they are in the files already)."""
-
-    def add_round(self, row: dict[str, object]) -> None:
-        """Drop the row."""
-
-    def add_devices(self, rows: Sequence[tuple[object, ...]]) -> None:
-        """Drop the rows."""
-
-    def add_ua(self, rows: Sequence[tuple[object, ...]]) -> None:
-        """Drop the rows."""
-
-    def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
-        """Drop the rows."""
-
-
-class _Window:
-    """What happened since the last global version (the next rounds.csv row)."""
-
-    def __init__(self, start_s: float) -> None:
-        self.start_s = start_s
-        self.outcomes: list[DeviceOutcome] = []
-        self.applied: list[DeviceOutcome] = []
-        self.backhaul = [0, 0]  # bytes up, down
 
 
 class AsyncDriver:
@@ -92,7 +66,7 @@ class AsyncDriver:
         self.checkpoint_due = checkpoint_due
         # a resume replays the clock without learning up to the checkpoint's version row
         self.resume = resume
-        self.sink: RowSink = sim.sink if resume is None else _Discard()
+        self.rows = VersionRows(sim, sim.sink if resume is None else Discard())
         self.runtime = sim.runtime if resume is None else None
         net = sim.network
         pop = sim.population
@@ -132,15 +106,9 @@ class AsyncDriver:
         self.next_key = 0
         self.flights: dict[int, Update] = {}  # dispatch -> device update not yet arrived
         self.out: dict[int, DeviceOutcome] = {}
-        self.window = _Window(self.env.now)
-        self.rows_done = 0
-        self.evaluated_version = -1
-        self.next_eval_s = sim.scenario.evaluation.every_s or math.inf
-        self.pending: list[tuple[dict[str, object], Callable[[], Evaluation] | None]] = []
         self.polling = False
         self.excluded = 0
         self.halt = self.env.event()
-        self.wall0 = time.perf_counter()
         detection = rounds.failure_detection
         self.detect_s = detection.timeout_s if detection.kind == "timeout" else 0.0
 
@@ -189,8 +157,8 @@ class AsyncDriver:
         u = Update(server, base_version, self._model(server), env.now, edge, key, d, plan)
         if plan.oom:  # it cannot train here, ever: excluded from selection, slot free again
             o = DeviceOutcome(plan, Status.OOM, env.now, env.now, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
-            self.window.outcomes.append(o)
-            self._update_row(u, "oom")
+            self.rows.window.outcomes.append(o)
+            self.rows.update(u, "oom", self.env.now)
             self.free += 1
             self.excluded += 1
             if self.excluded == sim.population.num_devices:
@@ -223,7 +191,7 @@ class AsyncDriver:
         t = self.sim.planner.edge_fetch({edge}, version)[edge]
         net = self.sim.network
         done = net.backhaul_down[edge].start(t.bits, t.cap_bps, edge, delay_s=t.rtt_s).done
-        self.window.backhaul[1] += t.num_bytes
+        self.rows.window.backhaul[1] += t.num_bytes
         self.fetching[edge] = (version, done, t.duration_s)
 
         def arrived(_: simpy.Event) -> None:
@@ -244,7 +212,7 @@ class AsyncDriver:
         assert u.key is not None
         t = self.sim.planner.edge_uploads({u.edge_id}, u.key)[u.edge_id]
         up = self.sim.network.backhaul_up[u.edge_id]
-        self.window.backhaul[0] += t.num_bytes
+        self.rows.window.backhaul[0] += t.num_bytes
         flow = up.start(t.bits, t.cap_bps, u.edge_id, delay_s=t.rtt_s)
         flow.done.callbacks.append(lambda _: self._arrive(self.cloud, u))
 
@@ -259,13 +227,13 @@ class AsyncDriver:
         assert d is not None
         o = self.out.pop(d)
         u.outcome = o
-        self.window.outcomes.append(o)
+        self.rows.window.outcomes.append(o)
         self.selector.busy[d] = False
         if o.status is Status.COMPLETED:
             return  # its slot frees when the server has handled the update
         self.flights.pop(u.key, None)  # type: ignore[arg-type]
         self._discard(u)
-        self._update_row(u, "dropped" if o.status is Status.DROPPED else "timed_out")
+        self.rows.update(u, "dropped" if o.status is Status.DROPPED else "timed_out", self.env.now)
         self.free += 1
         self._fill()
 
@@ -279,7 +247,7 @@ class AsyncDriver:
 
     def _stale(self, u: Update) -> None:
         self._discard(u)
-        self._update_row(u, "stale")
+        self.rows.update(u, "stale", self.env.now)
 
     def _applied(self, server: VirtualServer, step: list[Update]) -> None:
         """Tell the runtime a server applied ``step``; record it; forward or close a version."""
@@ -287,9 +255,9 @@ class AsyncDriver:
             items = [(u.handle, u.base, u.weight) for u in step]
             self.runtime.apply(server.server, server.rule.kind, items)
         for u in step:
-            self._update_row(u, "applied", server.version)
+            self.rows.update(u, "applied", self.env.now, server.version)
             if u.outcome is not None:
-                self.window.applied.append(u.outcome)
+                self.rows.window.applied.append(u.outcome)
         if server.server != CLOUD:
             self._forward(server)
             return
@@ -303,7 +271,7 @@ class AsyncDriver:
         u = Update(CLOUD, self.edge_cloud_version[e], self.edge_cloud_model[e], self.env.now, e)
         u.handle = self._model(e)
         t = self.sim.planner.edge_uploads({e}, edge.version)[e]
-        self.window.backhaul[0] += t.num_bytes
+        self.rows.window.backhaul[0] += t.num_bytes
         flow = self.sim.network.backhaul_up[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
         n, self.transit_id = self.transit_id, self.transit_id + 1
         self.forwards[n] = u
@@ -313,7 +281,7 @@ class AsyncDriver:
         """Send the cloud's new model to edge ``e`` (after applying the edge's forward)."""
         version = self.cloud.version
         t = self.sim.planner.edge_fetch({e}, version)[e]
-        self.window.backhaul[1] += t.num_bytes
+        self.rows.window.backhaul[1] += t.num_bytes
         flow = self.sim.network.backhaul_down[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
         n, self.transit_id = self.transit_id, self.transit_id + 1
         self.replies[n] = [self._model(CLOUD)]
@@ -329,96 +297,43 @@ class AsyncDriver:
 
         flow.done.callbacks.append(arrived)
 
-    # -- rows --------------------------------------------------------------------------------
-
-    def _update_row(self, u: Update, fate: str, version: int | None = None) -> None:
-        server = "cloud" if u.server == CLOUD else "edge"
-        applied = self.env.now if fate == "applied" else None
-        arrival = u.arrival_s if math.isfinite(u.arrival_s) else None
-        weighted = fate in ("applied", "buffered")
-        self.sink.add_updates(
-            [(
-                u.key, "device" if u.device_id is not None else "edge", u.device_id, u.edge_id,
-                server, u.base_version, u.dispatch_s, arrival,
-                u.staleness if arrival is not None else None, u.weight if weighted else None,
-                fate, version, applied,
-            )]
-        )  # fmt: skip
+    # -- a global version ------------------------------------------------------------------
 
     def _version_row(self) -> None:
-        """Close the window into the row of the new global version; evaluate; check stops."""
-        sim, w, now = self.sim, self.window, self.env.now
-        version = self.cloud.version
+        """Write the new global version's row; evaluate; checkpoint; check the stop rules."""
+        sim, now, version = self.sim, self.env.now, self.cloud.version
         edge_s = sum(e.busy_s for e in self.edges)
         for e in self.edges:
             e.busy_s = 0.0
         cloud_s, self.cloud.busy_s = self.cloud.busy_s, 0.0
-        energies = [sim.planner.energy(o) for o in w.outcomes]
-        timing = RoundTiming(w.start_s, now, w.outcomes, w.applied)
-        row = round_row(
-            self.rows_done, version, w.start_s, now, timing, (edge_s, cloud_s),
-            (w.backhaul[0], w.backhaul[1]), energies,
-        )  # fmt: skip
-        row.update(dict.fromkeys(ACCURACY_COLUMNS))
-        self.sink.add_devices(device_rows(self.rows_done, w.outcomes, sim.population, energies))
-        self.window = _Window(now)
-        self.rows_done += 1
         stop = sim.scenario.stop
-        last = self.rows_done >= stop.max_rounds
-        values = None
-        every = sim.scenario.evaluation
-        due = version % every.every == 0 or last or now >= self.next_eval_s
-        while self.next_eval_s <= now:
-            self.next_eval_s += every.every_s or math.inf
+        last = self.rows.done + 1 >= stop.max_rounds
+        row, due = self.rows.close(version, now, (edge_s, cloud_s), last)
         if self.resume is not None:  # replaying rows already written
-            if self.rows_done == self.resume[0]:
+            if self.rows.done == self.resume[0]:
                 self._resumed()
             return
+        values = None
         if self.runtime is not None and due:
-            ua_ids = range(sim.population.num_devices) if every.ua else ()
+            ua_ids = range(sim.population.num_devices) if sim.scenario.evaluation.ua else ()
             values = self.runtime.submit_evaluation(ua_ids)
-            self.evaluated_version = version
-        if values is not None:  # rows before it go out; its own waits for the next
-            self._flush()
-        self.pending.append((row, values))
+            self.rows.evaluated_version = version
+        self.rows.add(row, values)
         target = stop.target_accuracy
         if values is not None and target is not None:
-            self._flush()
+            self.rows.flush()
             if row["accuracy"] is not None and float(row["accuracy"]) >= target:  # type: ignore[arg-type]
                 self._stop("target_accuracy")
         if last:
             self._stop("max_rounds")
             return
         stopping = self.stop_now is not None and self.stop_now()
-        due = self.checkpoint_due is not None and self.checkpoint_due(self.rows_done - 1)
+        due = self.checkpoint_due is not None and self.checkpoint_due(self.rows.done - 1)
         if self.checkpoint is not None and (due or stopping):
-            self._flush()
-            loop = LoopState(self.rows_done, version, self.evaluated_version)
-            self.checkpoint(loop)
+            self.rows.flush()
+            self.checkpoint(LoopState(self.rows.done, version, self.rows.evaluated_version))
         if stopping:
             self._stop("interrupted")
-
-    def _flush(self) -> None:
-        """Write the pending rows in order, reading their evaluations."""
-        sim = self.sim
-        if self.resume is not None:
-            self.pending = []
-            return
-        for row, values in self.pending:
-            if values is not None:
-                ev = values()
-                row["accuracy"], row["loss"] = ev.accuracy, ev.loss
-                q = ev.ua_quantiles()
-                if q is not None:
-                    row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-                    self.sink.add_ua([(row["version"], d, ev.ua[d]) for d in sorted(ev.ua)])
-            self.sink.add_round(row)
-            now = time.perf_counter()
-            sim.result.wall_s_per_round.append(now - self.wall0)
-            self.wall0 = now
-            if sim.on_round is not None:
-                sim.on_round(row)
-        self.pending = []
 
     def _stop(self, why: str) -> None:
         if not self.halt.triggered:
@@ -428,74 +343,21 @@ class AsyncDriver:
             for e in self.edges:
                 e.halted = True
 
-    # -- checkpoints: the models the protocol's state refers to --------------------------------
-
-    def _slots(self) -> list[tuple[Any, str | int, bool]]:
-        """Return every place holding a model handle, in a fixed order: (holder, attribute,
-        whether it is a device training to redo on resume).
-
-        A resume replays the clock without learning to the same version row; the same
-        places then exist in the same order, and take their models from the checkpoint.
-        """  # noqa: D205
-        out: list[tuple[Any, str | int, bool]] = []
-
-        def update(u: Update) -> None:
-            out.append((u, "base", False))
-            if u.device_id is None:
-                out.append((u, "handle", False))  # an edge's forwarded model
-            else:
-                out.append((u, "handle", True))
-
-        for key in sorted(self.flights):
-            update(self.flights[key])
-        for server in [self.cloud, *self.edges]:
-            for u in [*server.queue, *server.buffer]:
-                update(u)
-        for n in sorted(self.forwards):
-            update(self.forwards[n])
-        for n in sorted(self.replies):
-            out.append((self.replies[n], 0, False))
-        out.extend((self.edge_cloud_model, e, False) for e in range(len(self.edge_cloud_model)))
-        return out
+    # -- checkpoints (async_resume.py) -------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Return the models the live updates and edges refer to (for a checkpoint)."""
+        """Return the models the protocol's state refers to (for a checkpoint)."""
         assert self.runtime is not None
-        index: dict[int, int] = {}
-        handles: list[Any] = []
-        slots: list[int] = []
-        for holder, attr, train in self._slots():
-            h = _get(holder, attr)
-            if train:
-                slots.append(-1 if h is None else -2)  # trained or not; redone from its base
-                continue
-            if id(h) not in index:
-                index[id(h)] = len(handles)
-                handles.append(h)
-            slots.append(index[id(h)])
-        return {"models": self.runtime.read_models(handles), "slots": slots}
+        return async_resume.state(self, self.runtime)
 
     def _resumed(self) -> None:
         """Switch a replay to the real run: the checkpoint's models go where they were."""
         assert self.resume is not None
-        runtime = self.sim.runtime
         _, models = self.resume
-        self.resume, self.sink = None, self.sim.sink
-        if runtime is None:
-            return
-        runtime.load_models(models)
-        extra = models["async"]
-        handles: dict[int, Any] = {}
-        for (holder, attr, train), slot in zip(self._slots(), extra["slots"], strict=True):
-            if train:
-                if slot == -2:
-                    u = holder
-                    u.handle = runtime.train_from([(u.device_id, u.key, u.base)])[0]
-                continue
-            if slot not in handles:
-                handles[slot] = runtime.put_model(extra["models"][slot])
-            _set(holder, attr, handles[slot])
-        self.runtime = runtime
+        self.resume, self.rows.sink = None, self.sim.sink
+        if self.sim.runtime is not None:
+            async_resume.restore(self, self.sim.runtime, models)
+            self.runtime = self.sim.runtime
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -509,16 +371,13 @@ class AsyncDriver:
         self._fill()
         try:
             self.env.run(until=self.halt)
-        except RuntimeError:  # nothing left to happen: no device can ever report
+        except RuntimeError as exc:  # SimPy: nothing left to happen, no device can report
+            if "No scheduled events left" not in str(exc):
+                raise
             self.sim.result.stopped_by = "no_updates"
-        self._flush()
+        self.rows.flush()
         self._close_open()
-        # dispatches that ended after the last version: rows beyond the last version row
-        w = self.window
-        energies = [self.sim.planner.energy(o) for o in w.outcomes]
-        self.sink.add_devices(
-            device_rows(self.rows_done, w.outcomes, self.sim.population, energies)
-        )
+        self.rows.tail()
         loop.version = self.cloud.version
         if self.sim.result.stopped_by == "interrupted":
             raise KeyboardInterrupt
@@ -527,20 +386,9 @@ class AsyncDriver:
     def _close_open(self) -> None:
         """Write the fates of the updates the run ended with (in flight, queued, buffered)."""
         for key in sorted(self.flights):
-            self._update_row(self.flights[key], "in_flight")
+            self.rows.update(self.flights[key], "in_flight", self.env.now)
         for server in [self.cloud, *self.edges]:
             for u in server.queue:
-                self._update_row(u, "queued")
+                self.rows.update(u, "queued", self.env.now)
             for u in server.buffer:
-                self._update_row(u, "buffered")
-
-
-def _get(holder: Any, attr: str | int) -> Any:
-    return holder[attr] if isinstance(attr, int) else getattr(holder, attr)
-
-
-def _set(holder: Any, attr: str | int, value: Any) -> None:
-    if isinstance(attr, int):
-        holder[attr] = value
-    else:
-        setattr(holder, attr, value)
+                self.rows.update(u, "buffered", self.env.now)
