@@ -13,6 +13,7 @@ from fedsim.analysis.load import (
     load_runs,
     load_sweep,
     rounds_frame,
+    updates_frame,
 )
 from fedsim.analysis.metrics import (
     MIN_SEEDS_FOR_CI,
@@ -46,6 +47,7 @@ from fedsim.analysis.tables import (
     time_breakdown_table,
     to_markdown,
 )
+from fedsim.analysis.updates import plot_staleness, update_fates_table
 
 __all__ = [
     "MIN_SEEDS_FOR_CI",
@@ -71,6 +73,7 @@ __all__ = [
     "plot_curves",
     "plot_device_timeline",
     "plot_metric",
+    "plot_staleness",
     "plot_time_breakdown",
     "plot_ua_boxplot",
     "rounds_frame",
@@ -85,5 +88,7 @@ __all__ = [
     "time_breakdown_table",
     "time_to_target",
     "to_markdown",
+    "update_fates_table",
+    "updates_frame",
     "write_report",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "rounds_frame",
     "device_rounds_frame",
     "device_ua_frame",
+    "updates_frame",
 ]
 
 ROUND_COLUMNS = [
@@ -36,7 +37,11 @@ DEVICE_ROUND_COLUMNS = [
     "download_s", "compute_s", "upload_s", "wait_s", "bytes_up", "bytes_down", "energy_j",
 ]  # fmt: skip
 DEVICE_UA_COLUMNS = ["version", "device_id", "accuracy"]
-_STRING_COLUMNS = {"edge_id", "profile", "link", "status", "plan"}
+UPDATE_COLUMNS = [
+    "dispatch", "source", "device_id", "edge_id", "server", "base_version", "dispatch_s",
+    "arrival_s", "staleness", "weight", "fate", "version", "applied_s",
+]  # fmt: skip
+_STRING_COLUMNS = {"edge_id", "profile", "link", "status", "plan", "source", "server", "fate"}
 _BOOL_COLUMNS = {"raw_data_left"}
 
 
@@ -53,7 +58,8 @@ class RunData:
     meta : dict
         The parsed ``run.json``.
     rounds : pandas.DataFrame
-        ``rounds.csv``, one row per round, sorted by ``virtual_time_s``.
+        ``rounds.csv``, one row per round (per global version in an asynchronous run),
+        sorted by ``virtual_time_s``.
     device_rounds : pandas.DataFrame
         ``device_rounds.csv`` (empty with the right columns if the file is missing).
     device_ua : pandas.DataFrame
@@ -63,6 +69,9 @@ class RunData:
     config : str
         The configuration's label among loose runs (see :func:`load_runs`); empty for
         the scenario name.
+    updates : pandas.DataFrame
+        ``updates.csv`` of an asynchronous run, one row per update (empty with the right
+        columns if the file is missing, as for every synchronous run).
     """
 
     run_dir: Path
@@ -73,6 +82,7 @@ class RunData:
     device_ua: pd.DataFrame
     params: dict[str, str] = field(default_factory=dict)
     config: str = ""
+    updates: pd.DataFrame = field(default_factory=lambda: _empty_frame(UPDATE_COLUMNS))
 
     @property
     def seed(self) -> int:
@@ -88,6 +98,16 @@ class RunData:
     def summary(self) -> dict[str, Any]:
         """Return the ``summary`` dict from ``run.json``."""
         return dict(self.meta.get("summary", {}))
+
+    @property
+    def is_async(self) -> bool:
+        """Return True for an asynchronous run (``rounds.kind: async``, or update rows).
+
+        Its ``rounds.csv`` rows are global model versions, not rounds (docs/async.md).
+        """
+        rounds = self.scenario.get("rounds")
+        kind = rounds.get("kind") if isinstance(rounds, dict) else None
+        return kind == "async" or not self.updates.empty
 
     @property
     def label(self) -> str:
@@ -151,6 +171,10 @@ class RunSet:
         """Return all runs' per-device user accuracy as one tidy frame."""
         return device_ua_frame(self.runs, self.grid_keys)
 
+    def updates(self) -> pd.DataFrame:
+        """Return all runs' asynchronous updates as one tidy frame."""
+        return updates_frame(self.runs, self.grid_keys)
+
 
 def _short_key(key: str) -> str:
     return key.rsplit(".", 1)[-1]
@@ -166,11 +190,15 @@ def is_sweep_dir(path: str | Path) -> bool:
     return (Path(path) / "index.csv").is_file()
 
 
+def _empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=object if c in _STRING_COLUMNS else float) for c in columns}
+    )
+
+
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=object if c in _STRING_COLUMNS else float) for c in columns}
-        )
+        return _empty_frame(columns)
     dtypes = {c: str for c in _STRING_COLUMNS | _BOOL_COLUMNS}
     frame = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
     for col in frame.columns:
@@ -221,6 +249,7 @@ def load_run(
         rounds=rounds,
         device_rounds=_read_csv(run_dir / "device_rounds.csv", DEVICE_ROUND_COLUMNS),
         device_ua=_read_csv(run_dir / "device_ua.csv", DEVICE_UA_COLUMNS),
+        updates=_read_csv(run_dir / "updates.csv", UPDATE_COLUMNS),
         params=dict(params or {}),
     )
 
@@ -454,3 +483,8 @@ def device_rounds_frame(runs: Sequence[RunData], grid_keys: Sequence[str] = ()) 
 def device_ua_frame(runs: Sequence[RunData], grid_keys: Sequence[str] = ()) -> pd.DataFrame:
     """Stack the runs' ``device_ua.csv`` into one frame with run and grid columns."""
     return _tidy(runs, grid_keys, "device_ua")
+
+
+def updates_frame(runs: Sequence[RunData], grid_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """Stack the runs' ``updates.csv`` (asynchronous runs) into one frame with run columns."""
+    return _tidy(runs, grid_keys, "updates")

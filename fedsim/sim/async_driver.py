@@ -227,18 +227,25 @@ class AsyncDriver:
         assert d is not None
         o = self.out.pop(d)
         u.outcome = o
-        self.rows.window.outcomes.append(o)
         self.selector.busy[d] = False
         if o.status is Status.COMPLETED:
-            return  # its slot frees when the server has handled the update
+            return  # its row and its slot wait until the server has handled the update
+        self._count(u)
         self.flights.pop(u.key, None)  # type: ignore[arg-type]
         self._discard(u)
         self.rows.update(u, "dropped" if o.status is Status.DROPPED else "timed_out", self.env.now)
         self.free += 1
         self._fill()
 
+    def _count(self, u: Update) -> None:
+        """Put a device's dispatch into the current version's window (its device row)."""
+        if u.outcome is not None and not u.counted:
+            u.counted = True
+            self.rows.window.outcomes.append(u.outcome)
+
     def _handled(self, u: Update) -> None:
         """Free the slot of a device whose update a server has handled; fill it."""
+        self._count(u)  # buffered
         if u.device_id is not None:
             self.free += 1
             self._fill()
@@ -246,6 +253,9 @@ class AsyncDriver:
     # -- servers -----------------------------------------------------------------------------
 
     def _stale(self, u: Update) -> None:
+        if u.outcome is not None:
+            u.outcome.status = Status.DISCARDED
+        self._count(u)
         self._discard(u)
         self.rows.update(u, "stale", self.env.now)
 
@@ -256,6 +266,7 @@ class AsyncDriver:
             self.runtime.apply(server.server, server.rule.kind, items)
         for u in step:
             self.rows.update(u, "applied", self.env.now, server.version)
+            self._count(u)
             if u.outcome is not None:
                 self.rows.window.applied.append(u.outcome)
         if server.server != CLOUD:
@@ -386,9 +397,11 @@ class AsyncDriver:
     def _close_open(self) -> None:
         """Write the fates of the updates the run ended with (in flight, queued, buffered)."""
         for key in sorted(self.flights):
+            self._count(self.flights[key])  # reported, on the backhaul
             self.rows.update(self.flights[key], "in_flight", self.env.now)
         for server in [self.cloud, *self.edges]:
             for u in server.queue:
+                self._count(u)
                 self.rows.update(u, "queued", self.env.now)
             for u in server.buffer:
                 self.rows.update(u, "buffered", self.env.now)

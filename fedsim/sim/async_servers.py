@@ -43,6 +43,7 @@ class Update:
     plan: DevicePlan | None = None
     handle: Any = None
     outcome: DeviceOutcome | None = None
+    counted: bool = False  # its device row is in a version's window
     arrival_s: float = math.nan
     staleness: int = 0
     weight: float = 0.0
