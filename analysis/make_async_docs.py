@@ -360,7 +360,7 @@ def timing_table(rs: RunSet, m: pd.DataFrame) -> pd.DataFrame:
                 for r in runs
             ]
         )
-        d = d[d["status"] == "completed"]
+        d = d[d["status"].isin(["completed", "discarded"])]  # reported (kept or not)
         work = d["download_s"] + d["compute_s"] + d["upload_s"]
         wifi, slow = work[d["link"] != "3g"], work[d["link"] == "3g"]
         rows.append(

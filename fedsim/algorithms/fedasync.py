@@ -1,8 +1,9 @@
 """FedAsync's server step (Xie et al. 2019): mix one arriving model into the server's model.
 
 x ← (1 - c) x + c x_update, with c = α s(τ) decided by the driver (``fedsim.sim.staleness``).
-Computed in float64 and rounded once to the model's dtype, so the result depends only on
-the two models and ``c``.
+Computed elementwise in the model's dtype by ``torch.lerp`` (x + c (x_update - x)), one pass
+over the model per update; elementwise arithmetic does not depend on threads or on the
+order of anything, so the result depends only on the two models and ``c``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,5 @@ def mix(state: State, update: State, coefficient: float) -> State:
     out = dict(state)
     for key, value in update.items():
         x = state[key]
-        mixed = x.to(torch.float64).mul(1.0 - coefficient)
-        mixed.add_(value, alpha=coefficient)  # float32 promoted to float64 inside the add
-        out[key] = mixed.to(x.dtype)
+        out[key] = torch.lerp(x, value.to(x.dtype), coefficient)
     return out

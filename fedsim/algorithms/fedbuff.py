@@ -2,8 +2,9 @@
 
 x ← x + Σ_i c_i (x_i - base_i), with c_i = η s(τ_i) / K decided by the driver
 (``fedsim.sim.staleness``): the server learning rate times the mean of the buffer's
-staleness-weighted deltas. Each delta is formed and added in float64, in buffer (arrival)
-order, and the sum rounded once to the model's dtype.
+staleness-weighted deltas. The updates are added (weighted) into float64 accumulators in
+buffer (arrival) order, then each distinct base once with its updates' summed weight (bases
+in order of first appearance), and the sum rounded once to the model's dtype.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def apply_buffer(state: State, items: Iterable[tuple[State, State, float]]) -> S
         in order.
     """
     acc: dict[str, torch.Tensor] = {}
+    bases: dict[int, tuple[State, float]] = {}  # base models by identity: their summed weight
     for update, base, coefficient in items:
         for key, value in update.items():
             if key not in acc:
                 acc[key] = torch.zeros_like(value, dtype=torch.float64)
-            delta = value.to(torch.float64) - base[key].to(torch.float64)
-            acc[key].add_(delta, alpha=coefficient)
+            # float32 promoted to float64 inside the add: exact, no temporary copy
+            acc[key].add_(value, alpha=coefficient)
+        seen = bases.get(id(base))
+        bases[id(base)] = (base, coefficient + (seen[1] if seen is not None else 0.0))
+    for base, weight in bases.values():  # updates sharing a base subtract it once
+        for key, total in acc.items():
+            total.sub_(base[key], alpha=weight)
     out = dict(state)
     for key, total in acc.items():
         x = state[key]

@@ -31,13 +31,14 @@ def resolve_items(spec: list[Any], refs: tuple[Any, ...]) -> list[tuple[State, S
     """Return ``(update, base, coefficient)`` items from a server step's spec and values.
 
     Each spec entry is ``(what, base index, coefficient)``; ``what`` is ``("row", i, row)``
-    (row of the update batch ``refs[i]``) or ``("model", i)`` (the model ``refs[i]``).
+    (row of the update batch ``refs[i]``) or ``("model", i)`` (the model ``refs[i]``); a
+    base index of -1 means no base was sent (FedAsync does not use it): an empty model.
     """
     items = []
     for what, b, c in spec:
         value = refs[what[1]]
         update = value.update(what[2]).payload if what[0] == "row" else value
-        items.append((update, refs[b], c))
+        items.append((update, refs[b] if b >= 0 else {}, c))
     return items
 
 

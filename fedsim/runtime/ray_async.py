@@ -99,7 +99,9 @@ class RayAsync:
                 what: tuple[Any, ...] = ("row", refs.setdefault(update.call, len(refs)), update.row)
             else:
                 what = ("model", refs.setdefault(update, len(refs)))
-            spec.append((what, refs.setdefault(base, len(refs)), c))
+            # FedAsync mixes without the base: the actor need not fetch it
+            b = refs.setdefault(base, len(refs)) if kind != "fedasync" else -1
+            spec.append((what, b, c))
         new = self._actors[server].apply.remote(kind, spec, *refs)
         self._models[server] = new
         self._steps.append(new)

@@ -21,10 +21,14 @@ FEDBUFF_EDGES = (
     " edges: {kind: fedbuff, buffer_size: 3, server_lr: 1.0}}",
     "stop.max_rounds=25", "stop.target_accuracy=null", "evaluation.every=5",
 )  # fmt: skip
+# with offloading: the gateway trains for its rpi3b (full), the phones split
 FEDASYNC = (
     "rounds={kind: async, concurrency: 6, server: {kind: fedasync, alpha: 0.6,"
     " staleness: {kind: polynomial, a: 0.5}}}",
     "stop.max_rounds=40", "stop.target_accuracy=null", "evaluation.every=10",
+    "topology.edges.0.devices.1.offload.use=full",
+    "topology.edges.1.devices.0.offload.use=split",
+    "topology.edges.1.devices.0.offload.params.k=1",
 )  # fmt: skip
 
 
@@ -44,7 +48,7 @@ def _same(a, b):
 def test_async_hierarchy_is_byte_identical_inline_and_on_ray(tmp_path, ray_shutdown, workers):
     ref = run(load_scenario(QUICKSTART, list(FEDBUFF_EDGES)), tmp_path / "inline")
     fates = set(ref.updates["fate"])
-    assert {"applied", "buffered"} <= fates or {"applied"} <= fates
+    assert {"applied", "timed_out"} <= fates
     assert (ref.updates["source"] == "edge").any()  # edges forwarded to the cloud
     sc = load_scenario(
         QUICKSTART, [*FEDBUFF_EDGES, "runtime.kind=ray", f"runtime.workers={workers}"]
@@ -57,6 +61,7 @@ def test_fedasync_on_ray_overlaps_trainings_across_hosts(tmp_path, ray_shutdown)
     sc = load_scenario(QUICKSTART, [*FEDASYNC, "runtime.kind=ray", "runtime.workers=2"])
     res = run(sc, tmp_path / "ray")
     _same(ref.path, res.path)
+    assert {"full", "split(1)"} <= set(ref.device_rounds["plan"])
     busy = json.loads((res.path / "timings.json").read_text())["host_busy_s"]
     hosts = {h for h, _, _ in busy}
     assert hosts == {0, 1}
