@@ -1,9 +1,19 @@
-"""Shared pieces of the scripts that regenerate docs: paths, the commit, generated blocks."""
+"""Shared pieces of the scripts that regenerate docs.
+
+Paths, the commit, generated blocks, and running the compared variants as resumable sweeps.
+"""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+from fedsim.analysis import RunData, RunSet, load_sweep
+from fedsim.config import load_scenario, scenario_to_dict
+from fedsim.sweep import run_sweep
 
 
 def rel_path(path: Path, root: Path) -> str:
@@ -47,3 +57,59 @@ def replace_block(doc: Path, begin: str, end: str, block: str, title: str | None
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     doc.write_text(f"{head}{begin}\n\n{block}\n{end}{tail}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration a doc compares: its scenario, overrides and sweep folder name."""
+
+    label: str
+    scenario: Path
+    sets: tuple[str, ...]
+    folder: str
+
+
+def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], folder: Path) -> None:
+    """Refuse resumed runs made from another version of the scenario file.
+
+    :func:`fedsim.sweep.run_sweep` reuses a complete run folder; after an edit of the
+    scenario those runs would be stale. ``sets`` are the runs' overrides except the seed
+    (a run's grid values are added).
+    """
+    root = Path(__file__).resolve().parents[1]
+    for run in runs:
+        extra = [*sets, *(f"{k}={v}" for k, v in run.params.items()), f"seed={run.seed}"]
+        want = scenario_to_dict(load_scenario(scenario, extra))
+        if run.meta.get("scenario") != want:
+            raise SystemExit(
+                f"{run.run_dir}: made from another version of {rel_path(scenario, root)}; "
+                f"delete {folder} and run again"
+            )
+
+
+def run_variants(
+    variants: Sequence[Variant], out: Path, seeds: int, key: str, parallel: int = 2,
+    prepare: Callable[[RunData], None] | None = None,
+) -> RunSet:  # fmt: skip
+    """Run every variant on the same seeds, one resumable sweep folder each; return the runs.
+
+    The returned set's grid key is ``key`` (a run's value: its variant's label); runs of one
+    variant are its seeds, named ``<folder>/seed=N`` (unique across the sweeps).
+    ``prepare`` is applied to every run read back.
+    """
+
+    def one(v: Variant) -> list[RunData]:
+        folder = out / v.folder
+        run_sweep(v.scenario, {}, seeds, folder, parallel=1, extra_sets=list(v.sets))
+        runs = load_sweep(folder).runs
+        check_fresh(runs, v.scenario, v.sets, folder)
+        for r in runs:
+            r.params = {key: v.label}
+            r.run_id = f"{v.folder}/{r.run_id}"
+            if prepare is not None:
+                prepare(r)
+        return runs
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        results = list(pool.map(one, variants))
+    return RunSet(runs=[r for runs in results for r in runs], grid_keys=[key])

@@ -28,7 +28,6 @@ import math
 import shlex
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +39,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
-from analysis.make_offloading_docs import check_fresh  # noqa: E402
+from analysis.docgen import Variant, git_commit, rel_path, replace_block, run_variants  # noqa: E402
 from fedsim.analysis import (  # noqa: E402
     RunData,
     RunSet,
-    load_sweep,
     plot_cumulative,
     plot_metric,
     rounds_to_target,
@@ -54,7 +51,6 @@ from fedsim.analysis import (  # noqa: E402
     time_to_target,
     to_markdown,
 )
-from fedsim.sweep import run_sweep  # noqa: E402
 
 SCENARIOS = ROOT / "scenarios/async"
 #: Table label -> scenario file stem, in table and legend order.
@@ -106,22 +102,11 @@ def run_protocols(
     common = list(sets)
     if setting.max_virtual_s is not None:
         common.append(f"stop.max_virtual_s={setting.max_virtual_s:g}")
-
-    def one(protocol: str) -> list[RunData]:
-        scenario = scenario_file(protocol)
-        folder = out / PROTOCOLS[protocol]
-        run_sweep(scenario, {}, setting.seeds, folder, parallel=1, extra_sets=common)
-        runs = load_sweep(folder).runs
-        check_fresh(runs, scenario, common, folder)
-        for r in runs:
-            r.params = {PROTOCOL: protocol}
-            r.run_id = f"{PROTOCOLS[protocol]}/{r.run_id}"  # unique across the four sweeps
-            clip_to_budget(r)
-        return runs
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        results = list(pool.map(one, PROTOCOLS))
-    return RunSet(runs=[r for runs in results for r in runs], grid_keys=[PROTOCOL])
+    variants = [
+        Variant(protocol, scenario_file(protocol), tuple(common), PROTOCOLS[protocol])
+        for protocol in PROTOCOLS
+    ]
+    return run_variants(variants, out, setting.seeds, PROTOCOL, parallel, clip_to_budget)
 
 
 def clip_to_budget(run: RunData) -> None:

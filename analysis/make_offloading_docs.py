@@ -32,7 +32,6 @@ import math
 import shlex
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
+from analysis.docgen import (  # noqa: E402
+    Variant,
+    check_fresh,
+    git_commit,
+    rel_path,
+    replace_block,
+    run_variants,
+)
 from fedsim.analysis import (  # noqa: E402
     RunData,
     RunSet,
@@ -59,7 +65,7 @@ from fedsim.analysis import (  # noqa: E402
     to_markdown,
 )
 from fedsim.api import check  # noqa: E402
-from fedsim.config import RoundsSpec, load_scenario, scenario_to_dict  # noqa: E402
+from fedsim.config import RoundsSpec, load_scenario  # noqa: E402
 from fedsim.sweep import run_sweep  # noqa: E402
 
 DESIGNER = ROOT / "scenarios/offloading/designer.yaml"
@@ -89,23 +95,6 @@ class Setting:
 
 
 QUICK = Setting(seeds=1, max_rounds=3, target=0.5, ns=QUICK_NS, sweep_rounds=2, variant=False)
-
-
-def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], folder: Path) -> None:
-    """Refuse resumed runs made from another version of the scenario file.
-
-    :func:`fedsim.sweep.run_sweep` reuses a complete run folder; after an edit of the
-    scenario those runs would be stale. ``sets`` are the runs' overrides except the seed
-    (a run's grid values are added).
-    """
-    for run in runs:
-        extra = [*sets, *(f"{k}={v}" for k, v in run.params.items()), f"seed={run.seed}"]
-        want = scenario_to_dict(load_scenario(scenario, extra))
-        if run.meta.get("scenario") != want:
-            raise SystemExit(
-                f"{run.run_dir}: made from another version of {rel_path(scenario, ROOT)}; "
-                f"delete {folder} and run again"
-            )
 
 
 # --------------------------------------------------------------------------- the policies
@@ -157,21 +146,11 @@ def run_policies(
     common = list(sets)
     if setting.max_rounds is not None:
         common.append(f"stop.max_rounds={setting.max_rounds}")
-
-    def one(item: tuple[str, list[str]]) -> list[RunData]:
-        policy, extra = item
-        folder = out / _folder(policy)
-        run_sweep(scenario, {}, setting.seeds, folder, parallel=1, extra_sets=[*common, *extra])
-        runs = load_sweep(folder).runs
-        check_fresh(runs, scenario, [*common, *extra], folder)
-        for r in runs:
-            r.params = {POLICY: policy}
-            r.run_id = f"{_folder(policy)}/{r.run_id}"  # unique across the policies' sweeps
-        return runs
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        results = list(pool.map(one, variants.items()))
-    return RunSet(runs=[r for runs in results for r in runs], grid_keys=[POLICY])
+    runs = [
+        Variant(policy, scenario, (*common, *extra), _folder(policy))
+        for policy, extra in variants.items()
+    ]
+    return run_variants(runs, out, setting.seeds, POLICY, parallel)
 
 
 def without_overselection(scenario: Path, sets: Sequence[str] = ()) -> list[str] | None:

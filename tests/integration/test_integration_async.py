@@ -44,9 +44,17 @@ def _same(a, b):
         assert filecmp.cmp(a / f, b / f, shallow=False), f
 
 
+@pytest.fixture(scope="module")
+def hierarchy_inline(tmp_path_factory):
+    sc = load_scenario(QUICKSTART, list(FEDBUFF_EDGES))
+    return run(sc, tmp_path_factory.mktemp("async") / "inline")
+
+
 @pytest.mark.parametrize("workers", [1, 2, 4])
-def test_async_hierarchy_is_byte_identical_inline_and_on_ray(tmp_path, ray_shutdown, workers):
-    ref = run(load_scenario(QUICKSTART, list(FEDBUFF_EDGES)), tmp_path / "inline")
+def test_async_hierarchy_is_byte_identical_inline_and_on_ray(
+    tmp_path, ray_shutdown, hierarchy_inline, workers
+):
+    ref = hierarchy_inline
     fates = set(ref.updates["fate"])
     assert {"applied", "timed_out"} <= fates
     assert (ref.updates["source"] == "edge").any()  # edges forwarded to the cloud
