@@ -21,28 +21,43 @@ if TYPE_CHECKING:
     from fedsim.config import Scenario
 
 
-def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
+def _progress(total: float, quiet: bool, unit: str = "round", fmt: str | None = None):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     # delay: nothing is drawn before the first round ends, so an error found while the run
     # is set up stays the only line on stderr
     return tqdm(
-        total=total, unit="round", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.01
-    )
+        total=total, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.01,
+        bar_format=fmt,
+    )  # fmt: skip
 
 
-def _round_progress(total: int, done: int, quiet: bool):  # type: ignore[no-untyped-def]
-    """Return a progress bar over rounds and the ``on_round`` callback that moves it."""
-    bar = _progress(total, quiet)
-    bar.update(done)
+def _round_progress(scenario: Scenario, done: int, quiet: bool):  # type: ignore[no-untyped-def]
+    """Return a progress bar and the ``on_round`` callback that moves it.
+
+    With ``stop.max_virtual_s`` the bar follows virtual time towards it (rounds or versions
+    counted beside it); otherwise it counts rounds (versions, asynchronous) to
+    ``stop.max_rounds``.
+    """
+    noun = "version" if scenario.rounds.kind == "async" else "round"
+    budget = scenario.stop.max_virtual_s
+    if budget is not None:
+        fmt = "{l_bar}{bar}| {n:.1f}/{total:g} virtual s [{elapsed}<{remaining}{postfix}]"
+        bar = _progress(budget, quiet, "s", fmt)
+    else:
+        bar = _progress(scenario.stop.max_rounds, quiet, noun)
+        bar.update(done)
+    count = [done]
 
     def on_round(row: dict[str, object]) -> None:
+        count[0] += 1
+        t = float(row["virtual_time_s"])  # type: ignore[arg-type]
+        post = {f"{noun}s": str(count[0])} if budget is not None else {"t_virtual": f"{t:.1f}s"}
         acc = row.get("accuracy")
-        post = {"t_virtual": f"{float(row['virtual_time_s']):.1f}s"}  # type: ignore[arg-type]
         if acc is not None:
             post["acc"] = f"{float(acc):.3f}"  # type: ignore[arg-type]
         bar.set_postfix(post, refresh=False)
-        bar.update(1)
+        bar.update(max(0.0, min(t, budget) - bar.n) if budget is not None else 1)
 
     return bar, on_round
 
@@ -91,7 +106,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario, args.set)
     out = Path(args.out) if args.out else default_out_dir(scenario.name)
-    bar, on_round = _round_progress(scenario.stop.max_rounds, 0, args.quiet)
+    bar, on_round = _round_progress(scenario, 0, args.quiet)
     try:
         with _resumable(out) as stop:
             result = run(
@@ -115,7 +130,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     partial = read_partial(out)
     scenario = scenario_from_dict(partial["scenario"], str(out / "run.partial.json"))
     start = checkpoint.next_round(out)
-    bar, on_round = _round_progress(scenario.stop.max_rounds, start, args.quiet)
+    bar, on_round = _round_progress(scenario, start, args.quiet)
     try:
         with _resumable(out) as stop:
             result = resume(out, on_round=on_round, stop=stop)
@@ -137,8 +152,13 @@ def run_summary(scenario: Scenario, s: dict[str, Any], path: Path) -> str:
         if target is not None:
             hit = s["stopped_by"] == "target_accuracy"
             acc += f"; target {target} {'reached' if hit else 'NOT reached'}"
+    rounds = (
+        f"{s['versions']} global versions (asynchronous)"
+        if scenario.rounds.kind == "async"
+        else f"{s['rounds']} rounds ({s['versions']} global versions)"
+    )
     return (
-        f"{scenario.name}: {s['rounds']} rounds ({s['versions']} global versions), "
+        f"{scenario.name}: {rounds}, "
         f"virtual time {s['virtual_time_s']:.1f} s, stopped by {s['stopped_by']}\n"
         f"  {acc}\n"
         f"  traffic up {si_format(s['bytes_up'], 'B')} / down {si_format(s['bytes_down'], 'B')}, "
