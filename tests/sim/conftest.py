@@ -58,3 +58,25 @@ def fixed_profiles(tmp_path: Path) -> Path:
     for link in links:
         (root / "networks" / f"{link['name']}.yaml").write_text(yaml.safe_dump(link))
     return root
+
+
+def hand_scenario(name: str, seed: int, devices: list[dict], **rest) -> dict:
+    """Return a hand-checkable scenario dict around one edge holding ``devices``.
+
+    Edge ``srv`` (backhaul ``bh``), cloud ``cld``, FedAvg (lr 0.1, E 1, B 20) on an iid
+    digits split, no learning; ``rest`` adds or replaces top-level keys.
+    """
+    sc = {
+        "name": name,
+        "seed": seed,
+        "data": {"dataset": "digits", "partition": {"kind": "iid"}},
+        "model": "digits_mlp",
+        "topology": {
+            "cloud": {"hardware": "cld", "backhaul": "bh"},
+            "edges": [{"name": "e0", "hardware": "srv", "backhaul": "bh", "devices": devices}],
+        },
+        "algorithm": {"use": "fedavg", "params": {"lr": 0.1, "local_epochs": 1, "batch_size": 20}},
+        "learning": False,
+    }
+    sc.update(rest)
+    return sc

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import yaml
-from conftest import device_profile, link_profile
+from conftest import device_profile, hand_scenario, link_profile
 
 from fedsim.api import run
 from fedsim.config import scenario_from_dict
@@ -46,30 +46,16 @@ def trace_profiles(tmp_path):
 
 
 def scenario(server: dict, learning: bool = False, **extra) -> dict:
-    return {
-        "name": "trace",
-        "seed": 5,
-        "data": {"dataset": "digits", "partition": {"kind": "iid"}},
-        "model": "digits_mlp",
-        "topology": {
-            "cloud": {"hardware": "cld", "backhaul": "bh"},
-            "edges": [
-                {
-                    "name": "e0",
-                    "hardware": "srv",
-                    "backhaul": "bh",
-                    "devices": [{"hardware": f"d{i}", "link": "lan", "count": 1} for i in range(3)],
-                }
-            ],
-        },
-        "algorithm": {"use": "fedavg", "params": {"lr": 0.1, "local_epochs": 1, "batch_size": 20}},
-        "rounds": {"kind": "async", "concurrency": 3, "server": server, **extra},
-        "network": {"contention": False},
-        "stop": {"max_rounds": 9 if server["kind"] == "fedasync" else 4},
-        "evaluation": {"every": 3, "ua": False},
-        "learning": learning,
-        "checkpoint": {"enabled": False},
-    }
+    devices = [{"hardware": f"d{i}", "link": "lan", "count": 1} for i in range(3)]
+    return hand_scenario(
+        "trace", 5, devices,
+        rounds={"kind": "async", "concurrency": 3, "server": server, **extra},
+        network={"contention": False},
+        stop={"max_rounds": 9 if server["kind"] == "fedasync" else 4},
+        evaluation={"every": 3, "ua": False},
+        learning=learning,
+        checkpoint={"enabled": False},
+    )  # fmt: skip
 
 
 def run_trace(tmp_path, profiles, server: dict, name: str = "out", **extra):

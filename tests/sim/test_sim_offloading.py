@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import simpy
 import yaml
-from conftest import device_profile
+from conftest import device_profile, hand_scenario
 from helpers import REPO
 
 from fedsim.api import check, run
@@ -138,27 +138,11 @@ def test_split_cut_by_the_close_counts_what_was_sent():
 
 
 def _scenario(n, offload, **extra):
-    sc = {
-        "name": "offload",
-        "seed": 4,
-        "data": {"dataset": "digits", "samples_per_device": 40},
-        "model": "digits_mlp",
-        "topology": {
-            "cloud": {"hardware": "cld", "backhaul": "bh"},
-            "edges": [
-                {
-                    "name": "e0",
-                    "hardware": "srv",
-                    "backhaul": "bh",
-                    "devices": [{"hardware": "fast", "link": "lan", "count": n}],
-                }
-            ],
-        },  # fmt: skip
-        "algorithm": {"use": "fedavg", "params": {"lr": 0.1, "local_epochs": 1, "batch_size": 20}},
-        "offload": offload,
-        "stop": {"max_rounds": 1},
-        "learning": False,
-    }
+    devices = [{"hardware": "fast", "link": "lan", "count": n}]
+    sc = hand_scenario(
+        "offload", 4, devices, data={"dataset": "digits", "samples_per_device": 40},
+        offload=offload, stop={"max_rounds": 1},
+    )  # fmt: skip
     sc.update(extra)
     return scenario_from_dict(sc, "offload.yaml")
 

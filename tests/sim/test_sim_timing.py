@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from conftest import hand_scenario
 
 from fedsim.api import run
 from fedsim.config import scenario_from_dict
@@ -13,30 +14,11 @@ LINEAR_FLOPS = 2 * (64 * 32 + 32 * 10)  # forward multiply-adds of its two Linea
 
 
 def scenario(**rounds) -> dict:
-    return {
-        "name": "hand",
-        "seed": 5,
-        "data": {"dataset": "digits", "partition": {"kind": "iid"}},
-        "model": "digits_mlp",
-        "topology": {
-            "cloud": {"hardware": "cld", "backhaul": "bh"},
-            "edges": [
-                {
-                    "name": "e0",
-                    "hardware": "srv",
-                    "backhaul": "bh",
-                    "devices": [
-                        {"hardware": "fast", "link": "lan", "count": 2},
-                        {"hardware": "slow", "link": "lan", "count": 2},
-                    ],
-                }
-            ],
-        },
-        "algorithm": {"use": "fedavg", "params": {"lr": 0.1, "local_epochs": 1, "batch_size": 20}},
-        "rounds": rounds,
-        "stop": {"max_rounds": 2},
-        "learning": False,
-    }
+    devices = [
+        {"hardware": "fast", "link": "lan", "count": 2},
+        {"hardware": "slow", "link": "lan", "count": 2},
+    ]
+    return hand_scenario("hand", 5, devices, rounds=rounds, stop={"max_rounds": 2})
 
 
 def transfer_s(nbytes: int, mbps: float, rtt_ms: float) -> float:
