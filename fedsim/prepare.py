@@ -97,6 +97,12 @@ def check(
             build_selection(scenario.rounds.selection, source)
         except InputError as exc:
             problems.extend(exc.problems)
+        if not problems and algorithm.server_optimizer:
+            problems.append(
+                f"{source}: algorithm.use: {scenario.algorithm.use!r} steps an optimiser at "
+                "the cloud's synchronous syncs; an asynchronous run applies rounds.server's "
+                "rule instead (use fedavg's local training with it)"
+            )
     if problems:
         raise InputError(problems)
     data = scenario.data

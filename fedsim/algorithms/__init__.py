@@ -4,4 +4,5 @@ from __future__ import annotations
 
 BUILTIN_ALGORITHMS: dict[str, str] = {
     "fedavg": "fedsim.algorithms.fedavg:FedAvg",
+    "fedadam": "fedsim.algorithms.fedadam:FedAdam",
 }

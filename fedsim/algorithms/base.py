@@ -68,6 +68,9 @@ class Algorithm(ABC):
     #: Optimiser values a device keeps per trainable parameter (0 for plain SGD, 2 for
     #: Adam's moments); counted in the training memory footprint.
     optimizer_values_per_param: ClassVar[int] = 0
+    #: Whether :meth:`server_step` keeps optimiser state at the cloud (synchronous rounds
+    #: only: an asynchronous server applies its own rule).
+    server_optimizer: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -101,6 +104,19 @@ class Algorithm(ABC):
         vectorize: bool,
     ) -> list[DeviceUpdate]:
         """Train the devices of ``tasks`` from ``base`` on rows of ``x``/``y``."""
+
+    def server_step(
+        self, state: State, averaged: State, opt: State, params: Sequence[str]
+    ) -> tuple[State, State]:
+        """Return the cloud's new global model and server-optimiser state after a sync.
+
+        ``state`` is the global model before the round, ``averaged`` the weighted mean the
+        cloud aggregated, ``opt`` the optimiser state from the last sync (empty at first),
+        ``params`` the names of the trainable parameters (the rest are buffers). The
+        default (FedAvg) takes the mean as the new model; a server optimiser (FedAdam)
+        treats ``averaged - state`` as a pseudo-gradient.
+        """
+        return averaged, opt
 
     def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
         """Return the names of the tensors a device uploads (this decides the bytes)."""

@@ -118,10 +118,11 @@ class InlineRuntime(Runtime):
             edge.receive(state)
 
     def models(self) -> dict[str, Any]:
-        """Return the cloud's and the edges' models and the edges' weights."""
+        """Return the cloud's model and optimiser state, the edges' models and weights."""
         edges = [e.snapshot() for e in self._edges]
         return {
             "cloud": self._cloud.model(),
+            "cloud_opt": self._cloud.server_state(),
             "edges": [state for state, _ in edges],
             "edge_weights": [weight for _, weight in edges],
         }
@@ -129,6 +130,7 @@ class InlineRuntime(Runtime):
     def load_models(self, models: dict[str, Any]) -> None:
         """Restore the cloud's and the edges' models."""
         self._cloud.restore(models["cloud"])
+        self._cloud.restore_server_state(models.get("cloud_opt", {}))
         for edge, state, weight in zip(
             self._edges, models["edges"], models["edge_weights"], strict=True
         ):

@@ -183,6 +183,8 @@ class CloudServer:
         self._algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
         self._state = initial_state(setup)
+        self._opt: State = {}  # the server optimiser's state (FedAdam's m and v)
+        self._params = [n for n, p in self._model.named_parameters() if p.requires_grad]
         self._x_test = shared_tensor(setup.dataset.x_test)
         self._y_test = shared_tensor(setup.dataset.y_test)
 
@@ -195,12 +197,27 @@ class CloudServer:
         self._state = state
 
     def aggregate(self, *edges: Aggregate) -> State:
-        """Average the edges' models (weighted by their sample counts), in edge order."""
+        """Average the edges' models (weighted by samples, in edge order); step the server.
+
+        The algorithm's server step makes the new global model from the mean (FedAvg: the
+        mean itself; FedAdam: an Adam step).
+        """
         agg = self._algorithm.aggregate(
             self._state, [e.weight for e in edges], (e.state for e in edges)
         )
-        self._state = agg.state
+        if agg.weight > 0:
+            self._state, self._opt = self._algorithm.server_step(
+                self._state, agg.state, self._opt, self._params
+            )
         return self._state
+
+    def server_state(self) -> State:
+        """Return the server optimiser's state (a checkpoint)."""
+        return self._opt
+
+    def restore_server_state(self, opt: State) -> None:
+        """Set the server optimiser's state (a resume)."""
+        self._opt = dict(opt)
 
     def apply(self, kind: str, items: Sequence[tuple[State, State, float]]) -> State:
         """Apply asynchronous updates with the server rule ``kind``; return the new model."""

@@ -139,9 +139,14 @@ class CloudActor:
         """Aggregate the edges' uploads into the global model."""
         return self.cloud.aggregate(*edges)
 
-    def restore(self, state: State) -> None:
-        """Set the global model (a resume)."""
+    def restore(self, state: State, opt: State | None = None) -> None:
+        """Set the global model and the server optimiser's state (a resume)."""
         self.cloud.restore(state)
+        self.cloud.restore_server_state(opt or {})
+
+    def server_state(self) -> State:
+        """Return the server optimiser's state (a checkpoint)."""
+        return self.cloud.server_state()
 
     def apply(self, kind: str, spec: list[Any], *refs: Any) -> State:
         """Apply asynchronous updates (see :func:`resolve_items`); return the new model."""

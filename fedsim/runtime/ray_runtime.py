@@ -273,16 +273,18 @@ class RayRuntime(Runtime):
         if self._recover:
             self._settle(what)
         cloud = self._get(self._cloud.model.remote(), what)
+        cloud_opt = self._get(self._cloud.server_state.remote(), what)
         edges = self._get([e.snapshot.remote() for e in self._edges], what)
         return {
             "cloud": cloud,
+            "cloud_opt": cloud_opt,
             "edges": [state for state, _ in edges],
             "edge_weights": [weight for _, weight in edges],
         }
 
     def load_models(self, models: dict[str, Any]) -> None:
         """Restore the cloud's and the edges' models on their actors."""
-        done = [self._cloud.restore.remote(models["cloud"])]
+        done = [self._cloud.restore.remote(models["cloud"], models.get("cloud_opt", {}))]
         done += [
             e.restore.remote(state, weight)
             for e, state, weight in zip(
