@@ -103,9 +103,14 @@ class EdgeActor:
         self.edge.aggregate(weights, (batches[b].update(row).payload for b, row in rows))
         return len(rows)
 
-    def apply(self, kind: str, spec: list[Any], *refs: Any) -> State:
-        """Apply asynchronous updates (see :func:`resolve_items`); return the new model."""
-        return self.edge.apply(kind, resolve_items(spec, refs))
+    @ray.method(num_returns=2)
+    def apply(self, kind: str, spec: list[Any], *refs: Any) -> tuple[State, int]:
+        """Apply asynchronous updates (see :func:`resolve_items`).
+
+        Returns the new model and the number of updates applied (a small value the driver
+        reads to learn that the step ran).
+        """
+        return self.edge.apply(kind, resolve_items(spec, refs)), len(spec)
 
     def upload(self) -> Aggregate:
         """Return the edge's payload and weight for the cloud."""
@@ -148,6 +153,7 @@ class CloudActor:
         """Return the server optimiser's state (a checkpoint)."""
         return self.cloud.server_state()
 
-    def apply(self, kind: str, spec: list[Any], *refs: Any) -> State:
-        """Apply asynchronous updates (see :func:`resolve_items`); return the new model."""
-        return self.cloud.apply(kind, resolve_items(spec, refs))
+    @ray.method(num_returns=2)
+    def apply(self, kind: str, spec: list[Any], *refs: Any) -> tuple[State, int]:
+        """Apply asynchronous updates; return the new model and the number applied."""
+        return self.cloud.apply(kind, resolve_items(spec, refs)), len(spec)

@@ -8,7 +8,8 @@ the servers' steps are still running. A server step is an actor call taking the 
 and the bases' references; Ray runs each call once its arguments exist and the actor's
 earlier calls are done, so steps apply in the driver's (virtual-time) order whatever
 order trainings finish in. The driver runs ahead of the actors by at most
-``RUN_AHEAD`` server steps.
+``RUN_AHEAD`` server steps, and reads every step's acknowledgement, so that a step that
+could not run (a dead device host) stops the run.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import ray
 
 from fedsim.algorithms.base import State
 from fedsim.runtime.base import CLOUD
@@ -61,7 +60,8 @@ class RayAsync:
         self._actors = {CLOUD: cloud, **dict(enumerate(edges))}
         self._models: dict[int, Any] = dict.fromkeys(self._actors, initial)
         self._queued: list[RayJob] = []
-        self._steps: deque[Any] = deque()
+        self._steps: deque[tuple[int, Any]] = deque()  # (step number, acknowledgement)
+        self.submitted = 0  # server steps submitted so far
         self._get = get
 
     def server_model(self, server: int) -> Any:
@@ -102,11 +102,16 @@ class RayAsync:
             # FedAsync mixes without the base: the actor need not fetch it
             b = refs.setdefault(base, len(refs)) if kind != "fedasync" else -1
             spec.append((what, b, c))
-        new = self._actors[server].apply.remote(kind, spec, *refs)
+        new, done = self._actors[server].apply.remote(kind, spec, *refs)
         self._models[server] = new
-        self._steps.append(new)
+        # A step whose update or base failed (a dead device host) never runs, and the
+        # actor's later steps would run without it: each step's small acknowledgement is
+        # read (at most RUN_AHEAD steps late, and before any evaluation or checkpoint), so
+        # a failure stops the run instead of changing it silently.
+        self._steps.append((self.submitted, done))
+        self.submitted += 1
         if len(self._steps) > RUN_AHEAD:
-            ray.wait([self._steps.popleft()], fetch_local=False)
+            self.settle(self.submitted - RUN_AHEAD)
 
     def receive(self, edge_id: int, model: Any) -> None:
         """Hand a cloud model to an edge actor."""
@@ -119,12 +124,16 @@ class RayAsync:
         if gone:
             self._queued = [j for j in self._queued if id(j) not in gone]
 
-    def settle(self) -> None:
-        """Wait until every submitted server step ran (their errors surface here)."""
-        steps = list(self._steps)
-        self._steps.clear()
-        if steps:
-            self._get(steps, "applying asynchronous updates")
+    def settle(self, until: int | None = None) -> None:
+        """Read the acknowledgements of the steps before step ``until`` (None: all).
+
+        A step that could not run raises :class:`~fedsim.errors.RuntimeFailure` here.
+        """
+        done = []
+        while self._steps and (until is None or self._steps[0][0] < until):
+            done.append(self._steps.popleft()[1])
+        if done:
+            self._get(done, "applying asynchronous updates")
 
     def reset_models(self) -> None:
         """Point every server at its actor's model (after the actors' models were restored)."""

@@ -366,8 +366,11 @@ class RayRuntime(Runtime):
                 ua.update(zip(by_host[h], got, strict=True))
             return Evaluation(accuracy, loss, ua)
 
+        steps = self._async.submitted
+
         def values() -> Evaluation:
             nonlocal refs
+            self._async.settle(steps)  # the asynchronous steps before it all ran
             for _ in range(MAX_RECOVERIES):
                 try:
                     return read(*refs)

@@ -73,3 +73,21 @@ def test_fail_stops_with_one_line_and_keeps_the_finished_rounds(tmp_path, ray_sh
     rows = (tmp_path / "ray" / "rounds.csv").read_text().splitlines()
     assert len(rows) >= 3  # the header and rounds 0 and 1, written before the kill
     assert not (tmp_path / "ray" / "run.json").exists()
+
+
+def test_async_run_stops_when_a_host_dies_instead_of_going_on_without_its_updates(
+    tmp_path, ray_shutdown
+):
+    # A server step whose update died with its host never runs, and the actor's later
+    # steps would run without it: the run must stop (the step's acknowledgement, or the
+    # next evaluation, which every device host takes part in, says the host died).
+    sets = [
+        "rounds={kind: async, concurrency: 8, server: {kind: fedasync, alpha: 0.5}}",
+        "stop.max_rounds=300", "stop.target_accuracy=null", "evaluation.every=20",
+        "runtime.kind=ray", "runtime.workers=2",
+    ]  # fmt: skip
+    with pytest.raises(RuntimeFailure) as exc:
+        run(load_scenario(QUICKSTART, sets), tmp_path / "ray", on_round=_kill_a_host_after(40))
+    message = str(exc.value)
+    assert "\n" not in message and "died" in message
+    assert not (tmp_path / "ray" / "run.json").exists()
