@@ -111,9 +111,19 @@ def check(
             data.dataset, Path(data.dir) if data.dir else None, scenario.seed, **data.options
         )
         net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
+        try:
+            algorithm.bind(net)  # which values stay on devices: not in the payload
+        except ValueError as exc:
+            raise InputError(f"algorithm.params.{exc}") from None
         parts = None if data.samples_per_device is not None else _split(scenario, dataset)
     except InputError as exc:
         raise naming(source, exc) from None
+    rt = scenario.runtime
+    if algorithm.private and rt.kind == "ray" and rt.on_failure == "recover":
+        raise InputError(
+            f"{source}: runtime.on_failure: recover cannot give back the private values a "
+            "dead device host held (algorithm.params.private); use fail, and fedsim resume"
+        )
     check_workload(scenario, algorithm, _train_counts(scenario, parts), source)
     info = describe(net, scenario.model, dataset.input_shape)
     state = net.state_dict()

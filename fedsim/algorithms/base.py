@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,12 +40,13 @@ class DeviceTask:
 
 @dataclass(frozen=True)
 class DeviceUpdate:
-    """What a device sends up: the payload tensors and its aggregation weight."""
+    """What a device sends up (payload, aggregation weight) and what it keeps (private)."""
 
     device_id: int
     payload: State
     num_samples: int
     mean_loss: float
+    private: State = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,15 @@ class Algorithm(ABC):
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
+        #: Keys that stay on the device (MTFL's patches; see :meth:`bind`).
+        self.private: frozenset[str] = frozenset()
+
+    def bind(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
+        """Learn which of the model's values stay on devices (none by default).
+
+        Called by every place that uses the algorithm with a model: device hosts, edges,
+        the cloud, and the check that counts payload bytes.
+        """
 
     @abstractmethod
     def steps(self, num_samples: int) -> list[int]:
@@ -120,7 +130,7 @@ class Algorithm(ABC):
 
     def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
         """Return the names of the tensors a device uploads (this decides the bytes)."""
-        return [k for k, v in state.items() if v.is_floating_point()]
+        return [k for k, v in state.items() if v.is_floating_point() and k not in self.private]
 
     def aggregate(
         self, base: State, weights: Sequence[float], payloads: Iterable[State]

@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.algorithms.private import Private, private_keys
 from fedsim.bounds import in_range
 from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop, train_vectorized
 
@@ -18,6 +19,8 @@ class FedAvgParams(BaseModel):
 
     Ranges: ``lr`` in (0, 100] (SGD step sizes in practice are 1e-4 to 1; far beyond,
     the weights overflow float32); ``local_epochs`` 1 to 1000; ``batch_size`` 1 to 10**6.
+    ``private`` and ``private_layers``: the values that stay on devices (MTFL's BatchNorm
+    patches, FedPer's personal layers; :mod:`fedsim.algorithms.private`).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -25,6 +28,8 @@ class FedAvgParams(BaseModel):
     lr: Annotated[float, in_range(0, 100, low_open=True)] = 0.1
     local_epochs: Annotated[int, Field(gt=0, le=1000)] = 1
     batch_size: Annotated[int, Field(gt=0, le=10**6)] = 20
+    private: Private = "none"
+    private_layers: list[str] = Field(default_factory=list)
 
 
 class FedAvg(Algorithm):
@@ -32,6 +37,10 @@ class FedAvg(Algorithm):
 
     Params = FedAvgParams
     params: FedAvgParams
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Learn the model's private keys from ``private`` and ``private_layers``."""
+        self.private = private_keys(model, self.params.private, self.params.private_layers)
 
     @property
     def sgd(self) -> LocalSGD:
@@ -68,6 +77,9 @@ class FedAvg(Algorithm):
         results = trainer(model, base, x, y, jobs, self.sgd)
         keys = self.payload_keys(base)
         return [
-            DeviceUpdate(r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss)
+            DeviceUpdate(
+                r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss,
+                {k: r.state[k].clone() for k in self.private},  # kept: no chunk storage held
+            )
             for r in results
-        ]
+        ]  # fmt: skip

@@ -58,6 +58,11 @@ class InlineHandle:
         """Return the update, training it on first read (an update is read once)."""
         return self.call.take(self.index)
 
+    @property
+    def job(self) -> tuple[int, int]:
+        """Return (device id, round): the training whose private values this is about."""
+        return self.call.device_ids[self.index], self.call.round_index
+
 
 class InlineRuntime(Runtime):
     """Runs the cloud, the edges and one device host in the driver process.
@@ -110,6 +115,7 @@ class InlineRuntime(Runtime):
         """Aggregate the updates at the edge, in the given order, training as it reads."""
         weights = [float(h.num_samples) for h in handles]
         self._edges[edge_id].aggregate(weights, self._payloads(handles))
+        self._host.private.resolve([h.job for h in handles], ())
 
     def sync_cloud(self) -> None:
         """Average the edges into the global model and hand it back to every edge."""
@@ -118,19 +124,21 @@ class InlineRuntime(Runtime):
             edge.receive(state)
 
     def models(self) -> dict[str, Any]:
-        """Return the cloud's model and optimiser state, the edges' models and weights."""
+        """Return the servers' models and optimiser state, and the private values."""
         edges = [e.snapshot() for e in self._edges]
         return {
             "cloud": self._cloud.model(),
             "cloud_opt": self._cloud.server_state(),
             "edges": [state for state, _ in edges],
             "edge_weights": [weight for _, weight in edges],
+            "private": self._host.private.snapshot(),
         }
 
     def load_models(self, models: dict[str, Any]) -> None:
         """Restore the cloud's and the edges' models."""
         self._cloud.restore(models["cloud"])
         self._cloud.restore_server_state(models.get("cloud_opt", {}))
+        self._host.private.restore(models.get("private", {}))
         for edge, state, weight in zip(
             self._edges, models["edges"], models["edge_weights"], strict=True
         ):
@@ -177,6 +185,8 @@ class InlineRuntime(Runtime):
             kind,
             [(self._payload(u) if isinstance(u, AsyncJob) else u, base, c) for u, base, c in items],
         )
+        used = [(u.device_id, u.key) for u, _, _ in items if isinstance(u, AsyncJob)]
+        self._host.private.resolve(used, ())
 
     def receive(self, edge_id: int, model: State) -> None:
         """Hand the cloud's model to an edge."""
@@ -191,11 +201,14 @@ class InlineRuntime(Runtime):
         return state
 
     def discard(self, handles: Sequence[Any]) -> None:
-        """Forget asynchronous jobs that virtual time discarded (untrained ones never run)."""
+        """Forget updates virtual time discarded (untrained ones never run), and the
+        private values of those that were trained."""  # noqa: D205, D209
         for h in handles:
             if isinstance(h, AsyncJob):
                 self._untrained.pop(id(h), None)
                 h.update = None
+        jobs = [h.job if isinstance(h, InlineHandle) else (h.device_id, h.key) for h in handles]
+        self._host.private.resolve((), jobs)
 
     def evaluate(self, ua_device_ids: Sequence[int]) -> Evaluation:
         """Evaluate the global model, and UA of the given devices."""

@@ -28,6 +28,7 @@ from fedsim.runtime.evaluation import (
     num_blocks,
     shared_model_accuracies,
 )
+from fedsim.runtime.private_store import PrivateStore
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.runtime.transport import shared_tensor
 from fedsim.seeding import Purpose, int_seed
@@ -90,6 +91,8 @@ class DeviceHost:
         self._seed = setup.seed
         self._algorithm: Algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
+        self._algorithm.bind(self._model)
+        self.private = PrivateStore()
         self._vectorize = resolve_vectorize(setup.vectorize, self._model)
         ds: Dataset = setup.dataset
         self._x_train, self._y_train = shared_tensor(ds.x_train), shared_tensor(ds.y_train)
@@ -108,28 +111,45 @@ class DeviceHost:
         ``key`` is the round (synchronous) or the dispatch number (asynchronous) that the
         device's training seed is keyed by.
         """
-        own = len(bases) > 1
+        own = len(bases) > 1 or any(d in self.private.own for d, _ in jobs)
         tasks = [
             DeviceTask(
                 d,
                 self._partitions[d].train_idx,
                 int_seed(self._seed, Purpose.TRAIN, d, key),
-                bases[i] if own else None,
+                self.private.patched(d, bases[i if len(bases) > 1 else 0]) if own else None,
             )
             for i, (d, key) in enumerate(jobs)
         ]
-        return self._algorithm.train(
+        updates = self._algorithm.train(
             self._model, bases[0], self._x_train, self._y_train, tasks, self._vectorize
         )
+        for (d, key), u in zip(jobs, updates, strict=True):
+            self.private.record(d, key, u.private)
+        return updates
 
     def score_blocks(self, state: State, blocks: Sequence[int]) -> list[tuple[int, float]]:
         """Return (correct, summed loss) of ``state`` on these blocks of the global test set."""
         return block_scores(self._model, state, self._x_test, self._y_test, blocks)
 
     def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
-        """Return each device's accuracy of its user model (here ``state``) on its test split."""
-        test_idx = [self._partitions[int(d)].test_idx for d in device_ids]
-        return shared_model_accuracies(self._model, state, self._x_test, self._y_test, test_idx)
+        """Return each device's accuracy of its user model on its test split.
+
+        The user model is ``state`` (the global model), patched with the device's private
+        values where it has any.
+        """
+        ids = [int(d) for d in device_ids]
+        shared = [d for d in ids if d not in self.private.own]
+        test_idx = [self._partitions[d].test_idx for d in shared]
+        x, y = self._x_test, self._y_test
+        accs = shared_model_accuracies(self._model, state, x, y, test_idx)
+        out = dict(zip(shared, accs, strict=True))
+        for d in ids:
+            if d not in out:
+                patched = self.private.patched(d, state)
+                tests = [self._partitions[d].test_idx]
+                out[d] = shared_model_accuracies(self._model, patched, x, y, tests)[0]
+        return [out[d] for d in ids]
 
 
 class EdgeServer:
@@ -138,6 +158,7 @@ class EdgeServer:
     def __init__(self, setup: LearningSetup, state: State) -> None:
         torch.set_num_threads(setup.torch_threads)
         self._algorithm = build_algorithm(setup.algorithm)
+        self._algorithm.bind(make_model(setup))  # its private keys are not uploaded
         self._state = state
         self._weight = 0.0
 
@@ -182,6 +203,7 @@ class CloudServer:
         torch.set_num_threads(setup.torch_threads)
         self._algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
+        self._algorithm.bind(self._model)
         self._state = initial_state(setup)
         self._opt: State = {}  # the server optimiser's state (FedAdam's m and v)
         self._params = [n for n, p in self._model.named_parameters() if p.requires_grad]

@@ -67,6 +67,18 @@ class DeviceHostActor:
         self._intervals.append((t0, time.time()))
         return batch
 
+    def resolve(self, used: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
+        """Keep used trainings' private values; forget dropped ones (PrivateStore.resolve)."""
+        self.host.private.resolve(used, dropped)
+
+    def private_state(self) -> dict[str, State]:
+        """Return the devices' private values (a checkpoint)."""
+        return self.host.private.snapshot()
+
+    def restore_private(self, values: dict[str, State]) -> None:
+        """Set the devices' private values (a resume)."""
+        self.host.private.restore(values)
+
     def intervals(self) -> list[tuple[float, float]]:
         """Return the wall-clock (start, end) of every asynchronous training call."""
         return list(self._intervals)

@@ -50,11 +50,13 @@ class RayAsync:
         The initial global model.
     get : callable
         ``ray.get`` with the runtime's time-out and error messages.
+    used : callable
+        Told the device trainings a server step uses (their private values are kept).
     """
 
     def __init__(
         self, hosts: Callable[[], list[Any]], cloud: Any, edges: list[Any], initial: Any,
-        get: Callable[[Any, str], Any],
+        get: Callable[[Any, str], Any], used: Callable[[list[RayJob]], None],
     ) -> None:  # fmt: skip
         self._hosts = hosts
         self._actors = {CLOUD: cloud, **dict(enumerate(edges))}
@@ -63,6 +65,7 @@ class RayAsync:
         self._steps: deque[tuple[int, Any]] = deque()  # (step number, acknowledgement)
         self.submitted = 0  # server steps submitted so far
         self._get = get
+        self._used = used
 
     def server_model(self, server: int) -> Any:
         """Return the reference of the server's latest model."""
@@ -103,6 +106,7 @@ class RayAsync:
             b = refs.setdefault(base, len(refs)) if kind != "fedasync" else -1
             spec.append((what, b, c))
         new, done = self._actors[server].apply.remote(kind, spec, *refs)
+        self._used([u for u, _, _ in items if isinstance(u, RayJob)])
         self._models[server] = new
         # A step whose update or base failed (a dead device host) never runs, and the
         # actor's later steps would run without it: each step's small acknowledgement is

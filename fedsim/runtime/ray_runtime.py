@@ -10,11 +10,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from fedsim.algorithms.base import State
+from fedsim.algorithms.base import State, build_algorithm
 from fedsim.config import RuntimeSpec
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime.base import Evaluation, LearningSetup, Runtime
 from fedsim.runtime.evaluation import combine_scores, num_blocks
+from fedsim.runtime.nodes import make_model
 from fedsim.runtime.ray_actors import CloudActor, DeviceHostActor, EdgeActor, light_setup
 from fedsim.runtime.ray_async import RayAsync, RayJob
 from fedsim.runtime.ray_setup import ray_reason, start_ray
@@ -50,10 +51,14 @@ class _EdgeJob:
 
 @dataclass(frozen=True)
 class RayHandle:
-    """A device's update: row ``row`` of the batch a host call returns (``call``)."""
+    """A device's update: row ``row`` of the batch host ``host``'s call returns (``call``);
+    the training of device ``device_id`` in round ``key``."""  # noqa: D205, D209
 
     call: Any
     row: int
+    device_id: int = -1
+    key: int = -1
+    host: int = 0
 
 
 class RayRuntime(Runtime):
@@ -125,7 +130,13 @@ class RayRuntime(Runtime):
         self._calls: dict[Any, str] = {}
         # Wait until every actor process has started and built its node, so that start-up
         # (worker processes importing torch, dataset views) counts as set-up, not round 0.
-        self._async = RayAsync(lambda: self._hosts, self._cloud, self._edges, initial, self._get)
+        self._async = RayAsync(
+            lambda: self._hosts, self._cloud, self._edges, initial, self._get,
+            lambda jobs: self._resolve(jobs, used=True),
+        )  # fmt: skip
+        algorithm = build_algorithm(setup.algorithm)
+        algorithm.bind(make_model(light))
+        self._private = bool(algorithm.private)  # devices keep private values in their hosts
         actors = [*self._hosts, *self._edges, self._cloud]
         self._get([a.__ray_ready__.remote() for a in actors], "starting the actors")
         self._get(initial, "starting the cloud actor")
@@ -178,7 +189,9 @@ class RayRuntime(Runtime):
             self._host_calls[ref] = job.describe()
             if self._recover:
                 self._jobs[ref] = job
-            handle_of.update((d, RayHandle(ref, row)) for row, d in enumerate(ids))
+            handle_of.update(
+                (d, RayHandle(ref, row, d, round_index, h)) for row, d in enumerate(ids)
+            )
         return [handle_of[int(d)] for d in device_ids]
 
     def aggregate_edge(self, edge_id: int, handles: Sequence[RayHandle]) -> None:
@@ -187,6 +200,7 @@ class RayRuntime(Runtime):
         rows = [(calls.setdefault(h.call, len(calls)), h.row) for h in handles]
         ref = self._edges[edge_id].aggregate.remote(rows, *calls)
         self._calls[ref] = f"edge {edge_id} aggregating {len(handles)} updates"
+        self._resolve(handles, used=True)
         if self._recover:
             self._edge_jobs.append(_EdgeJob(edge_id, rows, list(calls), ref))
 
@@ -275,7 +289,11 @@ class RayRuntime(Runtime):
         cloud = self._get(self._cloud.model.remote(), what)
         cloud_opt = self._get(self._cloud.server_state.remote(), what)
         edges = self._get([e.snapshot.remote() for e in self._edges], what)
+        private: dict[str, Any] = {}
+        for part in self._get([h.private_state.remote() for h in self._hosts], what):
+            private.update(part)
         return {
+            "private": dict(sorted(private.items(), key=lambda kv: int(kv[0]))),
             "cloud": cloud,
             "cloud_opt": cloud_opt,
             "edges": [state for state, _ in edges],
@@ -290,6 +308,13 @@ class RayRuntime(Runtime):
             for e, state, weight in zip(
                 self._edges, models["edges"], models["edge_weights"], strict=True
             )
+        ]
+        private = models.get("private", {})
+        done += [
+            host.restore_private.remote(
+                {d: v for d, v in private.items() if int(d) % self._num_hosts == h}
+            )
+            for h, host in enumerate(self._hosts)
         ]
         self._get(done, "restoring the models from a checkpoint")
         self._async.reset_models()
@@ -322,8 +347,23 @@ class RayRuntime(Runtime):
         return ray.put(state)
 
     def discard(self, handles: Sequence[Any]) -> None:
-        """Drop queued asynchronous trainings that virtual time discarded."""
+        """Forget updates virtual time discarded: queued asynchronous trainings are never
+        submitted; trained ones' private values are dropped in their hosts."""  # noqa: D205, D209
         self._async.discard(handles)
+        self._resolve(handles, used=False)
+
+    def _resolve(self, handles: Sequence[Any], used: bool) -> None:
+        """Tell the hosts what became of these trainings' private values (if any)."""
+        if not self._private:
+            return
+        by_host: dict[int, list[tuple[int, int]]] = {}
+        for h in handles:
+            if isinstance(h, RayJob) and h.call is None:
+                continue  # never submitted: nothing pending
+            by_host.setdefault(h.device_id % self._num_hosts, []).append((h.device_id, h.key))
+        for host, jobs in sorted(by_host.items()):
+            args = (jobs, []) if used else ([], jobs)
+            self._hosts[host].resolve.remote(*args)
 
     def busy_intervals(self) -> list[tuple[int, float, float]]:
         """Return ``(host, start, end)`` wall-clock seconds of asynchronous training calls."""
