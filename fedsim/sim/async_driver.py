@@ -22,6 +22,7 @@ from fedsim.config import AsyncRoundsSpec
 from fedsim.runtime.base import CLOUD
 from fedsim.seeding import Purpose, stream
 from fedsim.sim import async_resume
+from fedsim.sim.async_backhaul import Backhaul
 from fedsim.sim.async_rows import Discard, VersionRows
 from fedsim.sim.async_selection import Selector, build_selection
 from fedsim.sim.async_servers import Update, VirtualServer
@@ -95,13 +96,9 @@ class AsyncDriver:
                 )  # fmt: skip
                 for e in range(pop.num_edges)
             ]
-        # per edge: the cloud version of its model copy (relay) or of its model's base
-        self.edge_cloud_version = [0] * pop.num_edges
-        self.edge_cloud_model: list[Any] = [self._model(CLOUD)] * pop.num_edges
-        self.fetching: dict[int, tuple[int, simpy.Event, float]] = {}
-        self.forwards: dict[int, Update] = {}  # edge models on their way to the cloud
-        self.replies: dict[int, list[Any]] = {}  # cloud models on their way to edges
-        self.transit_id = 0
+        self.backhaul = Backhaul(
+            self.env, sim.planner, net, pop.num_edges, self._model(CLOUD), self._count_bytes
+        )
         self.free = rounds.concurrency
         self.next_key = 0
         self.flights: dict[int, Update] = {}  # dispatch -> device update not yet arrived
@@ -151,8 +148,7 @@ class AsyncDriver:
             server, base_version = edge, self.edges[edge].version
         else:  # the cloud's model, through its edge's copy
             server, base_version = CLOUD, self.cloud.version
-            if self.edge_cloud_version[edge] != base_version:
-                fetched, fetch_s = self._fetch(edge, base_version)
+            fetched, fetch_s = self.backhaul.fetch(edge, base_version)
         plan = sim.planner.plan_one(d, key, fetch_s, env.now)
         u = Update(server, base_version, self._model(server), env.now, edge, key, d, plan)
         if plan.oom:  # it cannot train here, ever: excluded from selection, slot free again
@@ -183,24 +179,9 @@ class AsyncDriver:
                 lambda _: proc.interrupt("close") if proc.is_alive else None
             )
 
-    def _fetch(self, edge: int, version: int) -> tuple[simpy.Event, float]:
-        """Start (or join) the edge's fetch of cloud ``version``; return its end and length."""
-        going = self.fetching.get(edge)
-        if going is not None and going[0] == version:
-            return going[1], going[2]
-        t = self.sim.planner.edge_fetch({edge}, version)[edge]
-        net = self.sim.network
-        done = net.backhaul_down[edge].start(t.bits, t.cap_bps, edge, delay_s=t.rtt_s).done
-        self.rows.window.backhaul[1] += t.num_bytes
-        self.fetching[edge] = (version, done, t.duration_s)
-
-        def arrived(_: simpy.Event) -> None:
-            if self.fetching.get(edge, (None,))[0] == version:
-                del self.fetching[edge]
-            self.edge_cloud_version[edge] = max(self.edge_cloud_version[edge], version)
-
-        done.callbacks.append(arrived)
-        return done, t.duration_s
+    def _count_bytes(self, up: int, down: int) -> None:
+        self.rows.window.backhaul[0] += up
+        self.rows.window.backhaul[1] += down
 
     # -- a device's end ----------------------------------------------------------------------
 
@@ -208,13 +189,8 @@ class AsyncDriver:
         """Send a reported update to its edge, or on through the backhaul to the cloud."""
         if self.edges:
             self._arrive(self.edges[u.edge_id], u)
-            return
-        assert u.key is not None
-        t = self.sim.planner.edge_uploads({u.edge_id}, u.key)[u.edge_id]
-        up = self.sim.network.backhaul_up[u.edge_id]
-        self.rows.window.backhaul[0] += t.num_bytes
-        flow = up.start(t.bits, t.cap_bps, u.edge_id, delay_s=t.rtt_s)
-        flow.done.callbacks.append(lambda _: self._arrive(self.cloud, u))
+        else:
+            self.backhaul.relay(u, lambda: self._arrive(self.cloud, u))
 
     def _arrive(self, server: VirtualServer, u: Update) -> None:
         """Hand a device's update to its server (it is in flight until then)."""
@@ -269,44 +245,23 @@ class AsyncDriver:
             self._count(u)
             if u.outcome is not None:
                 self.rows.window.applied.append(u.outcome)
-        if server.server != CLOUD:
-            self._forward(server)
+        if server.server != CLOUD:  # an edge version: forwarded to the cloud
+            model = self._model(server.server)
+            self.backhaul.forward(server.server, server.version, model, self.cloud.arrive)
             return
         self._version_row()
         for e in sorted({u.edge_id for u in step if u.device_id is None}):
             self._reply(e)
 
-    def _forward(self, edge: VirtualServer) -> None:
-        """Send an edge's new model to the cloud; the cloud's reply replaces it."""
-        e = edge.server
-        u = Update(CLOUD, self.edge_cloud_version[e], self.edge_cloud_model[e], self.env.now, e)
-        u.handle = self._model(e)
-        t = self.sim.planner.edge_uploads({e}, edge.version)[e]
-        self.rows.window.backhaul[0] += t.num_bytes
-        flow = self.sim.network.backhaul_up[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
-        n, self.transit_id = self.transit_id, self.transit_id + 1
-        self.forwards[n] = u
-        flow.done.callbacks.append(lambda _: self.cloud.arrive(self.forwards.pop(n)))
-
     def _reply(self, e: int) -> None:
         """Send the cloud's new model to edge ``e`` (after applying the edge's forward)."""
-        version = self.cloud.version
-        t = self.sim.planner.edge_fetch({e}, version)[e]
-        self.rows.window.backhaul[1] += t.num_bytes
-        flow = self.sim.network.backhaul_down[e].start(t.bits, t.cap_bps, e, delay_s=t.rtt_s)
-        n, self.transit_id = self.transit_id, self.transit_id + 1
-        self.replies[n] = [self._model(CLOUD)]
 
-        def arrived(_: simpy.Event) -> None:
-            (model,) = self.replies.pop(n)
-            if version <= self.edge_cloud_version[e]:
-                return
-            self.edge_cloud_version[e], self.edge_cloud_model[e] = version, model
+        def arrived(model: Any) -> None:
             if self.runtime is not None:
                 self.runtime.receive(e, model)
             self.edges[e].version += 1
 
-        flow.done.callbacks.append(arrived)
+        self.backhaul.reply(e, self.cloud.version, self._model(CLOUD), arrived)
 
     # -- a global version ------------------------------------------------------------------
 

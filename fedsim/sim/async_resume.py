@@ -36,11 +36,12 @@ def slots(driver: AsyncDriver) -> list[Slot]:
     for server in [driver.cloud, *driver.edges]:
         for u in [*server.queue, *server.buffer]:
             update(u)
-    for n in sorted(driver.forwards):
-        update(driver.forwards[n])
-    for n in sorted(driver.replies):
-        out.append((driver.replies[n], 0, False))
-    out.extend((driver.edge_cloud_model, e, False) for e in range(len(driver.edge_cloud_model)))
+    backhaul = driver.backhaul
+    for n in sorted(backhaul.forwards):
+        update(backhaul.forwards[n])
+    for n in sorted(backhaul.replies):
+        out.append((backhaul.replies[n], 0, False))
+    out.extend((backhaul.cloud_model, e, False) for e in range(len(backhaul.cloud_model)))
     return out
 
 
