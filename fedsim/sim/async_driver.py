@@ -19,6 +19,7 @@ import simpy
 
 from fedsim.checkpoint import LoopState
 from fedsim.config import AsyncRoundsSpec
+from fedsim.config_rounds import ServerRuleSpec
 from fedsim.runtime.base import CLOUD
 from fedsim.seeding import Purpose, stream
 from fedsim.sim import async_resume
@@ -28,6 +29,7 @@ from fedsim.sim.async_selection import Selector, build_selection
 from fedsim.sim.async_servers import Update, VirtualServer
 from fedsim.sim.device import device_process
 from fedsim.sim.records import DeviceOutcome, Status
+from fedsim.sim.sharing import SharedResource
 from fedsim.sim.sync_round import _drop_at
 
 if TYPE_CHECKING:
@@ -45,8 +47,13 @@ class AsyncDriver:
     sim : Simulation
         The simulation (clock, planner, network, runtime, sink).
     stop_now : callable or None
-        Asked after every global version: True finishes the rows and raises
+        Asked after every global version: True finishes the rows, checkpoints and raises
         ``KeyboardInterrupt``.
+    checkpoint, checkpoint_due : callable or None
+        Write a checkpoint; whether the version row just written gets one.
+    resume : (int, dict) or None
+        The checkpoint's version row and models: the clock is replayed without learning
+        up to that row, where the models take their places (``async_resume.py``).
     """
 
     def __init__(
@@ -75,27 +82,25 @@ class AsyncDriver:
         self.selector = Selector(
             build_selection(rounds.selection, "scenario"), pop.num_devices, sim.availability
         )
-        self.cloud = VirtualServer(
-            self.env, CLOUD, rounds.server, rounds.max_staleness, net.cloud_compute,
-            net.cloud_flops_per_s, num_params, self._stale, self._applied, self._handled,
-        )  # fmt: skip
-        self.edges: list[VirtualServer] = []
-        if rounds.edges is not None:
-            self.edges = [
-                VirtualServer(
-                    self.env,
-                    e,
-                    rounds.edges,
-                    rounds.max_staleness,
-                    net.edge_compute[e],
-                    net.edge_flops_per_s[e],
-                    num_params,
-                    self._stale,
-                    self._applied,
-                    self._handled,
-                )  # fmt: skip
+        edge_rule = rounds.edges
+
+        def server(
+            s: int, rule: ServerRuleSpec, compute: SharedResource, flops: float
+        ) -> VirtualServer:
+            return VirtualServer(
+                self.env, s, rule, rounds.max_staleness, compute, flops, num_params,
+                self._stale, self._applied, self._handled,
+            )  # fmt: skip
+
+        self.cloud = server(CLOUD, rounds.server, net.cloud_compute, net.cloud_flops_per_s)
+        self.edges = (
+            [
+                server(e, edge_rule, net.edge_compute[e], net.edge_flops_per_s[e])
                 for e in range(pop.num_edges)
             ]
+            if edge_rule is not None
+            else []
+        )
         self.backhaul = Backhaul(
             self.env, sim.planner, net, pop.num_edges, self._model(CLOUD), self._count_bytes
         )
