@@ -17,6 +17,7 @@ from fedsim import checkpoint
 from fedsim.algorithms.base import algorithm_summary
 from fedsim.checkpoint import Checkpoint
 from fedsim.config import Scenario, load_scenario, scenario_from_dict
+from fedsim.data.noise import add_noise, noisy_devices
 from fedsim.errors import InputError, naming
 from fedsim.execution import (
     execute,
@@ -180,6 +181,7 @@ def _drive(
     scenario = prep.scenario
     runtime: Runtime | None = None
     data = scenario.data
+    noisy: frozenset[int] = frozenset()
     if data.samples_per_device is not None:  # systems only: counts without a partition
         samples = sample_counts(
             scenario.topology.num_devices(), data.samples_per_device, data.samples_sigma,
@@ -187,6 +189,11 @@ def _drive(
         )  # fmt: skip
     else:
         parts = device_partitions(prep)
+        if data.noise is not None:  # noisy clients: their own noisy copies of their rows
+            ids = noisy_devices(scenario.seed, len(parts), data.noise.fraction)
+            dataset, parts = add_noise(prep.dataset, parts, ids, data.noise.std, scenario.seed)
+            prep = dataclasses.replace(prep, dataset=dataset)
+            noisy = frozenset(ids.tolist())
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
         runtime = make_runtime(prep, parts) if scenario.learning else None
     meta = meta_without_summary(
@@ -202,7 +209,7 @@ def _drive(
         inputs = SimulationInputs(
             prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
             prep.footprint_bytes, prep.bandwidth, prep.availability_trace, prep.sample_bytes,
-            prep.policies,
+            prep.policies, noisy,
         )  # fmt: skip
         try:
             result, totals = execute(scenario, inputs, runtime, folder, on_round, start, stop)

@@ -65,6 +65,18 @@ class PartitionSpec(_Strict):
     test_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
 
 
+class NoiseSpec(_Strict):
+    """Noisy clients (MTFL's Table 3): Gaussian noise on some devices' inputs.
+
+    Zero-mean, standard deviation ``std`` (in (0, 1000], in the inputs' normalised units),
+    on every input, training and test, of a ``fraction`` (in (0, 1]) of the devices, drawn
+    once per run.
+    """
+
+    fraction: Annotated[float, in_range(0, 1, low_open=True)]
+    std: Annotated[float, in_range(0, 1000, low_open=True)]
+
+
 class DataSpec(_Strict):
     """The dataset, where its files are and how it is partitioned.
 
@@ -81,6 +93,7 @@ class DataSpec(_Strict):
     options: dict[str, JsonValue] = {}
     samples_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
     samples_sigma: Annotated[float, in_range(0, MAX_LOG_SIGMA)] = 0.0
+    noise: NoiseSpec | None = None
 
     @model_validator(mode="after")
     def _sigma_needs_samples(self) -> DataSpec:

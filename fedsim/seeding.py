@@ -23,6 +23,7 @@ class Purpose(IntEnum):
     DEVICE_ROUND = 11
     LINK_QUALITY = 12
     OFFLOAD = 13
+    NOISE = 14
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:

@@ -35,6 +35,9 @@ class Dataset:
         Shape of one input sample.
     users_train, users_test : np.ndarray or None
         int64 user id of each sample, for datasets with natural users.
+    test_rows : int or None
+        The global test set's rows: the first ``test_rows`` of ``x_test`` (None: all; rows
+        after them are devices' own noisy copies, ``fedsim.data.noise``).
     """
 
     name: str
@@ -46,13 +49,19 @@ class Dataset:
     input_shape: tuple[int, ...]
     users_train: np.ndarray | None = None
     users_test: np.ndarray | None = None
+    test_rows: int | None = None
+
+    @property
+    def global_test_rows(self) -> int:
+        """Return how many leading rows of ``x_test`` make the global test set."""
+        return len(self.y_test) if self.test_rows is None else self.test_rows
 
     def without_rows(self) -> Dataset:
         """Return the dataset's name, shapes and classes with no samples (cheap to send)."""
         return dataclasses.replace(
             self, x_train=self.x_train[:0].copy(), y_train=self.y_train[:0].copy(),
             x_test=self.x_test[:0].copy(), y_test=self.y_test[:0].copy(),
-            users_train=None, users_test=None,
+            users_train=None, users_test=None, test_rows=self.global_test_rows,
         )  # fmt: skip
 
 

@@ -97,6 +97,7 @@ class DeviceHost:
         ds: Dataset = setup.dataset
         self._x_train, self._y_train = shared_tensor(ds.x_train), shared_tensor(ds.y_train)
         self._x_test, self._y_test = shared_tensor(ds.x_test), shared_tensor(ds.y_test)
+        self._test_rows = ds.global_test_rows
         self._partitions = dict(partitions)
 
     def train(self, base: State, round_index: int, device_ids: Sequence[int]) -> list[DeviceUpdate]:
@@ -130,7 +131,8 @@ class DeviceHost:
 
     def score_blocks(self, state: State, blocks: Sequence[int]) -> list[tuple[int, float]]:
         """Return (correct, summed loss) of ``state`` on these blocks of the global test set."""
-        return block_scores(self._model, state, self._x_test, self._y_test, blocks)
+        n = self._test_rows  # the global test set (noisy clients' copies come after it)
+        return block_scores(self._model, state, self._x_test[:n], self._y_test[:n], blocks)
 
     def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
         """Return each device's accuracy of its user model on its test split.
@@ -209,6 +211,7 @@ class CloudServer:
         self._params = [n for n, p in self._model.named_parameters() if p.requires_grad]
         self._x_test = shared_tensor(setup.dataset.x_test)
         self._y_test = shared_tensor(setup.dataset.y_test)
+        self._test_rows = setup.dataset.global_test_rows
 
     def model(self) -> State:
         """Return the global model."""
@@ -248,6 +251,7 @@ class CloudServer:
 
     def evaluate(self) -> tuple[float, float]:
         """Return accuracy and mean loss of the global model on the global test set."""
-        n = int(self._y_test.shape[0])
-        correct, loss_sum = evaluate_state(self._model, self._state, self._x_test, self._y_test)
+        n = self._test_rows
+        x, y = self._x_test[:n], self._y_test[:n]
+        correct, loss_sum = evaluate_state(self._model, self._state, x, y)
         return correct / n, loss_sum / n

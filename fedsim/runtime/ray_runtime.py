@@ -98,7 +98,7 @@ class RayRuntime(Runtime):
 
     def _start(self, setup: LearningSetup, spec: RuntimeSpec) -> None:
         light = light_setup(setup)
-        self._num_test = int(setup.dataset.y_test.shape[0])
+        self._num_test = setup.dataset.global_test_rows
         dataset_ref = ray.put(setup.dataset)
         n_hosts = min(spec.workers, max(1, len(setup.partitions)))
         self._num_hosts = n_hosts

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from fedsim.runtime.base import CLOUD, Evaluation
 from fedsim.sim.async_servers import Update
 from fedsim.sim.records import DeviceOutcome, RoundTiming
-from fedsim.sim.rows import ACCURACY_COLUMNS, RowSink, device_rows, round_row
+from fedsim.sim.rows import (
+    ACCURACY_COLUMNS,
+    RowSink,
+    device_rows,
+    evaluation_columns,
+    round_row,
+)
 
 if TYPE_CHECKING:
     from fedsim.sim.simulation import Simulation
@@ -119,12 +125,9 @@ class VersionRows:
         sim = self.sim
         for row, values in self.pending:
             if values is not None:
-                ev = values()
-                row["accuracy"], row["loss"] = ev.accuracy, ev.loss
-                q = ev.ua_quantiles()
-                if q is not None:
-                    row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-                    self.sink.add_ua([(row["version"], d, ev.ua[d]) for d in sorted(ev.ua)])
+                ua = evaluation_columns(row, values(), sim.inputs.noisy_devices)
+                if ua:
+                    self.sink.add_ua(ua)
             self.sink.add_round(row)
             now = time.perf_counter()
             sim.result.wall_s_per_round.append(now - self.wall0)

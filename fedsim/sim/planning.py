@@ -71,6 +71,8 @@ class SimulationInputs:
         Bytes of one training sample (a full offload uploads the device's samples).
     policies : list or None
         Per device group, its offloading (None: from the scenario).
+    noisy_devices : frozenset of int
+        The noisy clients (``data.noise``), for ``ua_mean_clean``.
     """
 
     profiles: ProfileLibrary
@@ -83,6 +85,7 @@ class SimulationInputs:
     availability_trace: AvailabilityTrace | None = None
     sample_bytes: int = 0
     policies: list[GroupOffload] | None = None
+    noisy_devices: frozenset[int] = frozenset()
 
 
 class RoundPlanner:

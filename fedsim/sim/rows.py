@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedsim.runtime.base import Evaluation
 from fedsim.sim.costs import BITS_PER_BYTE, Energy
 from fedsim.sim.population import Population
 from fedsim.sim.records import DeviceOutcome, RoundTiming, Status
@@ -18,7 +19,7 @@ ROUND_COLUMNS = (
     "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
     "ua_p50", "ua_p90", "oom", "down_shared_s", "up_shared_s", "energy_compute_j",
     "energy_radio_j", "energy_idle_j", "offloaded", "edge_compute_s", "edge_queue_s",
-    "act_bytes_up", "act_bytes_down", "data_bytes_up",
+    "act_bytes_up", "act_bytes_down", "data_bytes_up", "ua_mean_clean",
 )  # fmt: skip
 DEVICE_COLUMNS = (
     "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
@@ -35,7 +36,9 @@ UPDATE_COLUMNS = (
     "dispatch", "source", "device_id", "edge_id", "server", "base_version", "dispatch_s",
     "arrival_s", "staleness", "weight", "fate", "version", "applied_s",
 )  # fmt: skip
-ACCURACY_COLUMNS = ("accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90")
+ACCURACY_COLUMNS = (
+    "accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90", "ua_mean_clean",
+)  # fmt: skip
 
 
 class RowSink(Protocol):
@@ -78,6 +81,26 @@ class MemorySink:
     def add_updates(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Keep update rows."""
         self.updates.extend(rows)
+
+
+def evaluation_columns(
+    row: dict[str, object], ev: Evaluation, noisy: frozenset[int]
+) -> list[tuple[object, ...]]:
+    """Fill a row's accuracy columns from an evaluation; return its UA rows.
+
+    ``ua_mean_clean``: the mean UA over the devices not in ``noisy`` (noisy clients), left
+    empty when there are none.
+    """
+    row["accuracy"], row["loss"] = ev.accuracy, ev.loss
+    q = ev.ua_quantiles()
+    if q is None:
+        return []
+    row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
+    ids = sorted(ev.ua)
+    if noisy:
+        clean = [ev.ua[d] for d in ids if d not in noisy]
+        row["ua_mean_clean"] = float(np.mean(clean)) if clean else None
+    return [(row["version"], d, ev.ua[d]) for d in ids]
 
 
 def effective_mbps(num_bytes: int, flow_s: float) -> float:

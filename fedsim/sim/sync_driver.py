@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from fedsim.checkpoint import LoopState
 from fedsim.runtime.base import Evaluation
-from fedsim.sim.rows import ACCURACY_COLUMNS
+from fedsim.sim.rows import ACCURACY_COLUMNS, evaluation_columns
 
 if TYPE_CHECKING:
     from fedsim.sim.simulation import Simulation, SimulationResult
@@ -61,11 +61,9 @@ class SyncDriver:
 
     def _fill(self, version: int, row: dict[str, object], ev: Evaluation) -> float:
         """Write an evaluation into the row's accuracy columns and the UA rows."""
-        row["accuracy"], row["loss"] = ev.accuracy, ev.loss
-        q = ev.ua_quantiles()
-        if q is not None:
-            row["ua_mean"], row["ua_p10"], row["ua_p50"], row["ua_p90"] = q
-            self.sim.sink.add_ua([(version, d, ev.ua[d]) for d in sorted(ev.ua)])
+        ua = evaluation_columns(row, ev, self.sim.inputs.noisy_devices)
+        if ua:
+            self.sim.sink.add_ua(ua)
         return ev.accuracy
 
     def _finish_row(self, row: dict[str, object], wall_s: float) -> None:
