@@ -30,8 +30,15 @@ applied updates (sync: every round of 200; FedAsync: ``evaluation.every: 200`` v
 FedBuff K = 10: every 20 versions), without UA (``evaluation.ua: false``); checkpoints off.
 The issue's target: async costs at most 1.3 x sync per applied update, inline.
 
+Before the measured runs, an unmeasured 1-round sync run warms the process up (torch's
+kernels and thread pool, the allocator's heap), so that the first measured variant pays
+no start-up the others do not (``--no-warmup`` skips it). Single runs on a 2-core machine
+move by 10-30 %: ``--repeat N`` runs every variant N times, interleaved (sync, FedAsync,
+FedBuff, sync, ...), and reports the median (every run's wall seconds are printed too).
+The default (one run each, Ray included) takes about 2.5 minutes on 2 cores.
+
     FEDSIM_DATA=../shared/data python benchmarks/bench_async.py [--concurrency 20]
-        [--skip-ray] [--workers 2] [--threads 2] [--json rows.json]
+        [--skip-ray] [--workers 2] [--threads 2] [--repeat 1] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +67,33 @@ EVAL_EVERY_UPDATES = DEVICES
 
 @dataclass
 class Row:
-    """One variant's figures."""
+    """One variant's figures: one run, or the median of its repeats."""
 
     variant: str
     runtime: str
     versions: int
     applied: int
-    wall_s: float
+    wall_s: float  # the median over the repeats
     setup_s: float
     evaluations: int
     final_accuracy: float | None
+    walls_s: list[float] = field(default_factory=list)  # every repeat, in run order
+    setups_s: list[float] = field(default_factory=list)
     ratio: float = float("nan")  # s per update against sync inline
 
     @property
     def per_1000_s(self) -> float:
         """Wall seconds per 1,000 applied device updates."""
         return 1000.0 * self.wall_s / self.applied if self.applied else float("nan")
+
+    def add(self, other: Row) -> None:
+        """Take a repeat of the same variant (same updates); the wall time becomes the median."""
+        if (other.applied, other.final_accuracy) != (self.applied, self.final_accuracy):
+            raise SystemExit(f"{self.variant} {self.runtime}: a repeat differs in its results")
+        self.walls_s.append(other.wall_s)
+        self.setups_s.append(other.setup_s)
+        self.wall_s = statistics.median(self.walls_s)
+        self.setup_s = statistics.median(self.setups_s)
 
 
 def variant_dict(
@@ -121,6 +140,8 @@ def measure(sc: dict[str, Any], runtime: dict[str, Any], out: Path) -> Row:
         setup_s=float(timings["setup_s"]),
         evaluations=len(acc),
         final_accuracy=float(acc.iloc[-1]) if len(acc) else None,
+        walls_s=[float(sum(timings["wall_s_per_round"]))],
+        setups_s=[float(timings["setup_s"])],
     )
 
 
@@ -136,6 +157,17 @@ def main() -> int:
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--only", choices=["sync", "fedasync", "fedbuff"], action="append",
                     help="run only these variants (repeatable; default all)")  # fmt: skip
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each variant (interleaved); the table shows the median",
+    )
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the unmeasured 1-round sync run that warms this process up",
+    )
     ap.add_argument("--json", type=Path, help="write the measured rows here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,19 +191,27 @@ def main() -> int:
     runtimes = [{"kind": "inline", "torch_threads": args.threads}]
     if not args.skip_ray:
         runtimes.append({"kind": "ray", "workers": args.workers})
-    rows: list[Row] = []
+    rows: dict[tuple[str, str], Row] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_warmup:  # torch's kernels and thread pool, the allocator: not measured
+            sc = variant_dict(base, "sync", args.concurrency, 1, args.buffer_size)
+            measure(sc, runtimes[0], Path(tmp) / "warmup")
         for rt in runtimes:
-            for v in variants:
-                sc = variant_dict(base, v, args.concurrency, amounts[v], args.buffer_size)
-                row = measure(sc, rt, Path(tmp) / f"{v}-{rt['kind']}")
-                rows.append(row)
-                print(
-                    f"  {v} {rt['kind']}: {row.applied} updates in {row.wall_s:.2f} s "
-                    f"({row.per_1000_s:.2f} s per 1,000)",
-                    flush=True,
-                )
-    return report(rows, args.json)
+            for i in range(args.repeat):
+                for v in variants:
+                    sc = variant_dict(base, v, args.concurrency, amounts[v], args.buffer_size)
+                    row = measure(sc, rt, Path(tmp) / f"{v}-{rt['kind']}-{i}")
+                    print(
+                        f"  {v} {rt['kind']}: {row.applied} updates in {row.wall_s:.2f} s "
+                        f"({row.per_1000_s:.2f} s per 1,000)",
+                        flush=True,
+                    )
+                    key = (v, rt["kind"])
+                    if key in rows:
+                        rows[key].add(row)
+                    else:
+                        rows[key] = row
+    return report(list(rows.values()), args.json)
 
 
 def report(rows: list[Row], json_path: Path | None) -> int:
@@ -182,16 +222,21 @@ def report(rows: list[Row], json_path: Path | None) -> int:
             r.ratio = r.per_1000_s / ref.per_1000_s
     print(
         f"{'variant':9s} {'runtime':7s} {'versions':>8s} {'applied':>8s} {'wall s':>8s} "
-        f"{'s/1000 upd':>10s} {'÷sync inl':>9s} {'setup s':>8s} {'evals':>5s} final acc"
+        f"{'s/1000 upd':>10s} {'÷sync inl':>9s} {'setup s':>8s} {'evals':>5s} {'final acc':>9s}"
+        f"  wall s of each run"
     )
     for r in rows:
         acc = f"{r.final_accuracy:.4f}" if r.final_accuracy is not None else "-"
         print(
             f"{r.variant:9s} {r.runtime:7s} {r.versions:8d} {r.applied:8d} {r.wall_s:8.2f} "
-            f"{r.per_1000_s:10.3f} {r.ratio:9.2f} {r.setup_s:8.2f} {r.evaluations:5d} {acc}",
+            f"{r.per_1000_s:10.3f} {r.ratio:9.2f} {r.setup_s:8.2f} {r.evaluations:5d} {acc:>9s}"
+            f"  {' '.join(f'{w:.2f}' for w in r.walls_s)}",
             flush=True,
         )
-    print("(wall s: the simulation loop, sum of timings.json wall_s_per_round; set-up excluded)")
+    print(
+        "(wall s: the simulation loop, sum of timings.json wall_s_per_round, set-up excluded; "
+        "the median when repeated)"
+    )
     for r in rows:
         if r.runtime == "inline" and r.variant != "sync" and ref is not None:
             ok = r.ratio <= TARGET
