@@ -462,6 +462,11 @@ def has_offloading(run: RunData) -> bool:
     return "plan" in run.device_rounds.columns
 
 
+def offloaded(run: RunData) -> bool:
+    """Return True if any device of the run took a plan other than ``local``."""
+    return has_offloading(run) and bool(run.device_rounds["plan"].ne("local").any())
+
+
 def pick_offload_round(run: RunData) -> int | None:
     """Return the round with the most offloaded devices (the first on ties), or None."""
     dr = device_rounds_with_plans(run)

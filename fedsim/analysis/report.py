@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fedsim.analysis.load import load
 from fedsim.analysis.metrics import NOT_REACHED
-from fedsim.analysis.plots import has_offloading
+from fedsim.analysis.plots import offloaded
 from fedsim.analysis.report_async import async_section
 from fedsim.analysis.report_html import figure_to_base64_png, table_html
 from fedsim.analysis.report_offload import (
@@ -155,7 +155,7 @@ def write_report(
     if any(r.is_async for r in rs.runs):
         parts.append(async_section(rs))
     parts.append(time_breakdown_section(rs))
-    if any(has_offloading(r) and not r.device_rounds.empty for r in rs.runs):
+    if any(offloaded(r) for r in rs.runs):  # all local everywhere: nothing to show
         parts.append(offloading_section(rs))
     parts.append(ua_section(rs))
     parts.append(timelines_section(rs, gantt_round))
