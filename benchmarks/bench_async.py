@@ -35,7 +35,8 @@ kernels and thread pool, the allocator's heap), so that the first measured varia
 no start-up the others do not (``--no-warmup`` skips it). Single runs on a 2-core machine
 move by 10-30 %: ``--repeat N`` runs every variant N times, interleaved (sync, FedAsync,
 FedBuff, sync, ...), and reports the median (every run's wall seconds are printed too).
-The default (one run each, Ray included) takes about 2.5 minutes on 2 cores.
+The default (one run each, Ray included) takes under a minute on an idle 2-core machine
+(48 s measured; several times that when other jobs share the cores).
 
     FEDSIM_DATA=../shared/data python benchmarks/bench_async.py [--concurrency 20]
         [--skip-ray] [--workers 2] [--threads 2] [--repeat 1] [--json rows.json]
@@ -243,7 +244,11 @@ def report(rows: list[Row], json_path: Path | None) -> int:
             print(f"target {r.variant} inline ≤ {TARGET} x sync per update: "
                   f"{'met' if ok else 'MISSED'} ({r.ratio:.2f})")  # fmt: skip
     if json_path is not None:
-        out = [{**asdict(r), "s_per_1000_updates": r.per_1000_s} for r in rows]
+        out = [
+            {**asdict(r), "ratio": r.ratio if r.ratio == r.ratio else None,  # NaN: no sync row
+             "s_per_1000_updates": r.per_1000_s}
+            for r in rows
+        ]  # fmt: skip
         json_path.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
