@@ -183,7 +183,7 @@ class Workload:
         self.y_test = torch.from_numpy(ds.y_test)
         setup = LearningSetup(SEED, "fedavg_2nn", ds, tuple(self.parts), self.scenario.algorithm, 1)
         self.model = make_model(setup)
-        self.init = initial_state(setup)
+        self.init = initial_state(setup, prep.algorithm)
         self.weights = np.array([len(p.train_idx) for p in self.parts], dtype=np.float64)
         self.weights /= self.weights.sum()
 

@@ -106,7 +106,7 @@ def floor_prepared(
         for xs, ys in chunks:
             n = xs[0].shape[0]
             stacked = {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in state.items()}
-            _fused_train(plan, stacked, zip(xs, ys, strict=True), OPT.lr)
+            _fused_train(plan, stacked, zip(xs, ys, strict=True), OPT)
 
     return run
 

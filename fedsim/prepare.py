@@ -101,7 +101,8 @@ def check(
             problems.append(
                 f"{source}: algorithm.use: {scenario.algorithm.use!r} steps an optimiser at "
                 "the cloud's synchronous syncs; an asynchronous run applies rounds.server's "
-                "rule instead (use fedavg's local training with it)"
+                "rule instead (use an algorithm whose cloud takes the plain mean: fedavg, "
+                "or pfedme with beta 1)"
             )
     if problems:
         raise InputError(problems)
@@ -126,7 +127,7 @@ def check(
         )
     check_workload(scenario, algorithm, _train_counts(scenario, parts), source)
     info = describe(net, scenario.model, dataset.input_shape)
-    state = net.state_dict()
+    state = algorithm.initial_state(net)  # the model and what travels with it
     # the same tensors go both ways: the model down, the update up (the algorithm decides)
     payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
     batch = algorithm.largest_batch(len(dataset.y_train))

@@ -24,6 +24,7 @@ class Purpose(IntEnum):
     LINK_QUALITY = 12
     OFFLOAD = 13
     NOISE = 14
+    PERSONALISE = 15
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:

@@ -5,4 +5,7 @@ from __future__ import annotations
 BUILTIN_ALGORITHMS: dict[str, str] = {
     "fedavg": "fedsim.algorithms.fedavg:FedAvg",
     "fedadam": "fedsim.algorithms.fedadam:FedAdam",
+    "per_fedavg": "fedsim.algorithms.per_fedavg:PerFedAvg",
+    "pfedme": "fedsim.algorithms.pfedme:PFedMe",
+    "fedavg_adam": "fedsim.algorithms.fedavg_adam:FedAvgAdam",
 }

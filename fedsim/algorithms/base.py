@@ -69,9 +69,10 @@ class Algorithm(ABC):
     #: Optimiser values a device keeps per trainable parameter (0 for plain SGD, 2 for
     #: Adam's moments); counted in the training memory footprint.
     optimizer_values_per_param: ClassVar[int] = 0
-    #: Whether :meth:`server_step` keeps optimiser state at the cloud (synchronous rounds
-    #: only: an asynchronous server applies its own rule).
-    server_optimizer: ClassVar[bool] = False
+    #: Whether :meth:`server_step` is more than taking the mean: a server optimiser
+    #: (FedAdam's Adam, pFedMe's mixing with beta < 1). Synchronous rounds only: an
+    #: asynchronous server applies its own rule. A class may set it per instance.
+    server_optimizer: bool = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -85,9 +86,23 @@ class Algorithm(ABC):
         the cloud, and the check that counts payload bytes.
         """
 
+    def initial_state(self, model: torch.nn.Module) -> State:
+        """Return the initial global state: ``model``'s values, and any the algorithm adds.
+
+        The default is the model's ``state_dict``; FedAvg-Adam adds the devices' Adam
+        moments and step count (keys under :data:`fedsim.runtime.optim.OPT_PREFIX`), which
+        then travel, are averaged and are checkpointed with the model.
+        """
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
     @abstractmethod
     def steps(self, num_samples: int) -> list[int]:
-        """Return the batch size of every local step of a device with ``num_samples``."""
+        """Return the batch size of every local step of a device with ``num_samples``.
+
+        The clock charges each entry as one training step (a forward and a backward pass)
+        on that batch: an algorithm whose step takes several batch gradients (Per-FedAvg,
+        pFedMe) lists one entry per gradient.
+        """
 
     def largest_batch(self, num_samples: int) -> int:
         """Return the largest batch of a device with ``num_samples`` (1 when it has none).
@@ -127,6 +142,26 @@ class Algorithm(ABC):
         treats ``averaged - state`` as a pseudo-gradient.
         """
         return averaged, opt
+
+    def personalise(
+        self,
+        model: torch.nn.Module,
+        state: State,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        train_idx: np.ndarray,
+        seed: int,
+    ) -> State | None:
+        """Return a device's user model (UA) made from ``state``, or None to use ``state``.
+
+        ``state`` is the global model (patched with the device's private values, if any),
+        ``x``/``y`` the host's training samples, ``train_idx`` the device's rows of them,
+        ``seed`` keyed by the scenario seed, the device and the evaluated model (so the
+        same evaluation draws the same batch on any runtime, and after a resume). ``model``
+        is a scratch model of the architecture. Device hosts call it, one device at a
+        time, only when a subclass overrides it; the default (FedAvg, MTFL) returns None.
+        """
+        return None
 
     def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
         """Return the names of the tensors a device uploads (this decides the bytes)."""

@@ -43,8 +43,8 @@ class FedAvg(Algorithm):
         self.private = private_keys(model, self.params.private, self.params.private_layers)
 
     @property
-    def sgd(self) -> LocalSGD:
-        """Return the local optimiser settings."""
+    def optimizer(self) -> LocalSGD:
+        """Return the local optimiser settings (plain SGD)."""
         p = self.params
         return LocalSGD(lr=p.lr, local_epochs=p.local_epochs, batch_size=p.batch_size)
 
@@ -71,10 +71,10 @@ class FedAvg(Algorithm):
         tasks: Sequence[DeviceTask],
         vectorize: bool,
     ) -> list[DeviceUpdate]:
-        """Run local SGD for each device (lock-step batched when ``vectorize``)."""
+        """Run the local optimiser for each device (lock-step batched when ``vectorize``)."""
         jobs = [DeviceJob(t.device_id, t.train_idx, t.seed, t.base) for t in tasks]
         trainer = train_vectorized if vectorize else train_loop
-        results = trainer(model, base, x, y, jobs, self.sgd)
+        results = trainer(model, base, x, y, jobs, self.optimizer)
         keys = self.payload_keys(base)
         return [
             DeviceUpdate(

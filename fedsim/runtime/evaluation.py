@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from fedsim.runtime.optim import model_part
+
 State = dict[str, Tensor]
 
 #: Test rows per forward pass. Blocks are cut at fixed absolute positions of the test set, so
@@ -25,7 +27,7 @@ def _block_logits(
     model: nn.Module, state: State, x: Tensor, blocks: Sequence[int], block_rows: int
 ) -> Iterator[tuple[int, int, Tensor]]:
     """Yield ``(first row, end row, logits)`` of ``state`` for each block, in eval mode."""
-    model.load_state_dict(state)
+    model.load_state_dict(model_part(state))  # optimiser values (FedAvg-Adam's) are not the model's
     model.eval()
     with torch.no_grad():
         for b in blocks:
@@ -155,6 +157,6 @@ def stacked_model_accuracies(
         return functional_call(scratch, state, (xb,))
 
     with torch.no_grad():
-        logits = vmap(forward)(states, x[rows_t])
+        logits = vmap(forward)(model_part(states), x[rows_t])
         hits = (logits.argmax(dim=2) == y[rows_t]).numpy() & valid
     return [float(hits[i].sum()) / max(1, len(idx)) for i, idx in enumerate(test_idx)]

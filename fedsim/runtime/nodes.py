@@ -6,6 +6,7 @@ an actor. None of them knows about virtual time.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -28,6 +29,7 @@ from fedsim.runtime.evaluation import (
     num_blocks,
     shared_model_accuracies,
 )
+from fedsim.runtime.optim import model_part
 from fedsim.runtime.private_store import PrivateStore
 from fedsim.runtime.training import resolve_vectorize
 from fedsim.runtime.transport import shared_tensor
@@ -40,12 +42,15 @@ def make_model(setup: LearningSetup) -> torch.nn.Module:
     return build_model(setup.model_name, ds.input_shape, ds.num_classes)
 
 
-def initial_state(setup: LearningSetup) -> State:
-    """Return the initial global model, seeded from the scenario seed alone."""
+def initial_state(setup: LearningSetup, algorithm: Algorithm) -> State:
+    """Return the initial global state, seeded from the scenario seed alone.
+
+    The model's initial weights, and what the algorithm adds (FedAvg-Adam's moments).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(setup.seed, Purpose.MODEL_INIT))
         model = make_model(setup)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return algorithm.initial_state(model)
 
 
 def apply_rule(kind: str, state: State, items: Sequence[tuple[State, State, float]]) -> State:
@@ -92,6 +97,8 @@ class DeviceHost:
         self._algorithm: Algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
         self._algorithm.bind(self._model)
+        # user models made per device (Per-FedAvg, pFedMe) only when the algorithm does so
+        self._personalises = type(self._algorithm).personalise is not Algorithm.personalise
         self.private = PrivateStore()
         self._vectorize = resolve_vectorize(setup.vectorize, self._model)
         ds: Dataset = setup.dataset
@@ -138,20 +145,61 @@ class DeviceHost:
         """Return each device's accuracy of its user model on its test split.
 
         The user model is ``state`` (the global model), patched with the device's private
-        values where it has any.
+        values where it has any, and personalised on the device's training rows when the
+        algorithm personalises (:meth:`~fedsim.algorithms.base.Algorithm.personalise`);
+        then each device's test rows are its own forward pass. The personalisation seed is
+        keyed by the device and a digest of ``state``'s values: the same evaluation draws
+        the same batch on any runtime and after a resume; another evaluation, another.
         """
         ids = [int(d) for d in device_ids]
-        shared = [d for d in ids if d not in self.private.own]
-        test_idx = [self._partitions[d].test_idx for d in shared]
-        x, y = self._x_test, self._y_test
-        accs = shared_model_accuracies(self._model, state, x, y, test_idx)
-        out = dict(zip(shared, accs, strict=True))
-        for d in ids:
-            if d not in out:
-                patched = self.private.patched(d, state)
-                tests = [self._partitions[d].test_idx]
-                out[d] = shared_model_accuracies(self._model, patched, x, y, tests)[0]
+        own = [d for d in ids if self._personalises or d in self.private.own]
+        shared = [d for d in ids if d not in set(own)]
+        out = dict(zip(shared, self._shared_accuracies(state, shared), strict=True))
+        if own:
+            key = _state_key(state) if self._personalises else 0
+            out.update((d, self._user_accuracy(state, d, key)) for d in own)
         return [out[d] for d in ids]
+
+    def _shared_accuracies(self, state: State, ids: Sequence[int]) -> list[float]:
+        """Return the accuracy of ``state`` on each device's test rows (blocks, read once)."""
+        test_idx = [self._partitions[d].test_idx for d in ids]
+        return shared_model_accuracies(self._model, state, self._x_test, self._y_test, test_idx)
+
+    def _user_accuracy(self, state: State, device_id: int, key: int) -> float:
+        """Return one device's accuracy of its own user model, on its own test rows only.
+
+        One forward pass of the device's rows (not of the test blocks holding them: a
+        patched model serves one device only), so the figure depends on nothing but the
+        device's model and rows.
+        """
+        part = self._partitions[device_id]
+        user = self.private.patched(device_id, state) if device_id in self.private.own else state
+        if self._personalises:
+            seed = int_seed(self._seed, Purpose.PERSONALISE, device_id, key)
+            mine = self._algorithm.personalise(
+                self._model, user, self._x_train, self._y_train, part.train_idx, seed
+            )
+            user = user if mine is None else mine
+        rows = torch.from_numpy(part.test_idx)
+        if len(rows) == 0:
+            return 0.0
+        self._model.load_state_dict(model_part(user))
+        with torch.no_grad():
+            hits = self._model.eval()(self._x_test[rows]).argmax(1) == self._y_test[rows]
+        return float(hits.sum()) / len(rows)
+
+
+def _state_key(state: State) -> int:
+    """Return a 63-bit key of ``state``'s values (a personalisation's seed, per evaluation).
+
+    ``evaluate`` is not told the version it evaluates; the model's bytes stand for it, the
+    same on every runtime and after a resume.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    for k in sorted(state):
+        values = state[k].detach().contiguous().view(-1)
+        digest.update(values.view(torch.uint8).numpy().data)
+    return int.from_bytes(digest.digest(), "little") >> 1
 
 
 class EdgeServer:
@@ -206,7 +254,7 @@ class CloudServer:
         self._algorithm = build_algorithm(setup.algorithm)
         self._model = make_model(setup)
         self._algorithm.bind(self._model)
-        self._state = initial_state(setup)
+        self._state = initial_state(setup, self._algorithm)
         self._opt: State = {}  # the server optimiser's state (FedAdam's m and v)
         self._params = [n for n, p in self._model.named_parameters() if p.requires_grad]
         self._x_test = shared_tensor(setup.dataset.x_test)

@@ -1,10 +1,14 @@
-"""Local SGD of many simulated devices: a bit-exact per-device loop and a lock-step batched path."""
+"""Local training of many simulated devices: a bit-exact per-device loop and a lock-step path.
+
+The lock-step path stacks the devices' states and runs each step for all of them at once,
+by the hand-fused MLP kernels of :mod:`fedsim.runtime.fused` or by ``torch.func.vmap``.
+The optimiser (SGD or Adam) is :mod:`fedsim.runtime.optim`'s, shared by both paths.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,30 +20,35 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from fedsim.runtime.batchnorm import _bn_momentum, _StatBN, _update_running, has_batchnorm
+from fedsim.runtime.fused import _fused_plan, _fused_train
+from fedsim.runtime.optim import (
+    OPT_PREFIX,
+    LocalAdam,
+    LocalSGD,
+    initial_optimizer_state,
+    model_part,
+)
+
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "DeviceJob",
+    "DeviceResult",
+    "LocalAdam",
+    "LocalSGD",
+    "batch_order",
+    "can_fuse",
+    "has_batchnorm",
+    "resolve_vectorize",
+    "train_loop",
+    "train_vectorized",
+]
+
 State = dict[str, Tensor]
 
 #: Devices trained together in one batched computation, at most (chunks are cut in device-id
 #: order inside each group of identical step signature).
 DEFAULT_GROUP_SIZE = 32
-
-
-@dataclass(frozen=True)
-class LocalSGD:
-    """Plain local SGD: no momentum, no weight decay, cross-entropy averaged over the batch.
-
-    Attributes
-    ----------
-    lr : float
-        Learning rate.
-    local_epochs : int
-        Passes over the device's training samples per round (E).
-    batch_size : int
-        Samples per step (B); each epoch's last partial batch is kept.
-    """
-
-    lr: float
-    local_epochs: int
-    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -144,11 +153,6 @@ def batch_order(
     return batches
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    """Return whether ``model`` contains a BatchNorm layer."""
-    return any(isinstance(m, _BatchNorm) for m in model.modules())
-
-
 def _check(model: nn.Module, opt: LocalSGD) -> bool:
     bn = has_batchnorm(model)
     if bn and opt.batch_size == 1:
@@ -182,9 +186,12 @@ def train_loop(
     """Train each device in turn from ``global_state`` (the bit-exact reference).
 
     For every job the model is loaded with ``global_state``, put in train mode and trained by
-    plain SGD (``p -= lr * grad``) on cross-entropy averaged over each batch of
-    :func:`batch_order`. A device's result depends only on ``global_state``, its data and its
-    seed, never on the other jobs of the call, and is bit-identical across calls.
+    ``opt`` (plain SGD, ``p -= lr * grad``, or Adam, :mod:`fedsim.runtime.optim`) on
+    cross-entropy averaged over each batch of :func:`batch_order`. Optimiser values start
+    from the ``optim/`` entries of the device's starting state (zeros where it has none)
+    and are returned in the result's state. A device's result depends only on
+    ``global_state``, its data and its seed, never on the other jobs of the call, and is
+    bit-identical across calls.
 
     Parameters
     ----------
@@ -206,28 +213,29 @@ def train_loop(
     """
     bn = _check(model, opt)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     results = []
     for job in jobs:
-        model.load_state_dict(global_state if job.base is None else job.base)
+        start = global_state if job.base is None else job.base
+        model.load_state_dict(model_part(start))
+        opt_state = _optimizer_state(opt, start, list(params))
         batches = _device_batches(job, opt, bn)
         losses = []
         for b in batches:
             bt = torch.from_numpy(b)
-            for p in params:
+            for p in params.values():
                 p.grad = None
             loss = F.cross_entropy(model(x[bt]), y[bt])
             loss.backward()
             with torch.no_grad():
-                for p in params:
-                    if p.grad is not None:
-                        p.sub_(opt.lr * p.grad)
+                grads = {n: p.grad for n, p in params.items() if p.grad is not None}
+                opt.step(params, grads, opt_state)
             losses.append(loss.detach())
         mean_loss = float(torch.stack(losses).double().mean()) if losses else math.nan
         results.append(
             DeviceResult(
                 device_id=job.device_id,
-                state=_owned(model.state_dict()),
+                state=_owned(model.state_dict()) | opt_state,
                 num_samples=len(job.train_idx),
                 num_steps=len(batches),
                 mean_loss=mean_loss,
@@ -236,214 +244,15 @@ def train_loop(
     return results
 
 
+def _optimizer_state(opt: LocalSGD, start: State, params: Sequence[str]) -> State:
+    """Return the device's own copy of its optimiser values (fresh where ``start`` has none)."""
+    fresh = initial_optimizer_state(opt, start, params)
+    return {k: start[k].detach().clone() if k in start else v for k, v in fresh.items()}
+
+
 # ----------------------------------------------------------------------------------------
 # Vectorised: devices in lock-step
 # ----------------------------------------------------------------------------------------
-
-
-def _bn_momentum(bn: _BatchNorm, tracked: Tensor) -> Tensor | float:
-    """Return the running-stat factor of ``bn`` (cumulative average when momentum is None)."""
-    if bn.momentum is None:
-        return 1.0 / tracked.to(torch.float64)
-    return float(bn.momentum)
-
-
-def _update_running(
-    mean_buf: Tensor,
-    var_buf: Tensor,
-    tracked: Tensor,
-    momentum: Tensor | float,
-    mean: Tensor,
-    var_unbiased: Tensor,
-) -> None:
-    """Update stacked running stats in place (``tracked`` already incremented)."""
-    if isinstance(momentum, Tensor):
-        m = momentum.to(mean_buf.dtype).view(-1, *([1] * (mean_buf.dim() - 1)))
-        mean_buf.copy_(m * mean + (1 - m) * mean_buf)
-        var_buf.copy_(m * var_unbiased + (1 - m) * var_buf)
-    else:
-        mean_buf.mul_(1 - momentum).add_(mean, alpha=momentum)
-        var_buf.mul_(1 - momentum).add_(var_unbiased, alpha=momentum)
-
-
-@dataclass(frozen=True)
-class _Op:
-    kind: Literal["linear", "relu", "bn", "flatten"]
-    prefix: str = ""
-    has_bias: bool = False
-    eps: float = 0.0
-    module: nn.Module | None = None
-
-
-#: Fused plans by model object. Tracing costs ~2 ms and a host trains its one scratch model
-#: in many calls (a block at a time inline); a memo of a pure function of the model's
-#: structure, which fedsim never changes after building a model.
-_PLANS: weakref.WeakKeyDictionary[nn.Module, list[_Op] | None] = weakref.WeakKeyDictionary()
-
-
-def _fused_plan(model: nn.Module) -> list[_Op] | None:
-    """Return the op chain of an MLP of Linear/ReLU/BatchNorm1d/Flatten, or None (memoised)."""
-    if model not in _PLANS:
-        _PLANS[model] = _trace_plan(model)
-    return _PLANS[model]
-
-
-def _trace_plan(model: nn.Module) -> list[_Op] | None:
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means "not a plain chain"
-        return None
-    modules = dict(model.named_modules())
-    ops: list[_Op] = []
-    prev: Any = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            if prev is not None:
-                return None
-            prev = node
-            continue
-        if node.op == "output":
-            return ops if node.args[0] is prev and ops and ops[-1].kind == "linear" else None
-        if len(node.args) < 1 or node.args[0] is not prev or len(node.users) != 1:
-            return None
-        extra = tuple(node.args[1:])
-        if node.op == "call_module":
-            mod = modules[node.target]
-            if isinstance(mod, nn.Linear) and not extra:
-                ops.append(_Op("linear", node.target, mod.bias is not None))
-            elif isinstance(mod, nn.ReLU) and not extra:
-                ops.append(_Op("relu"))
-            elif isinstance(mod, nn.Identity) and not extra:
-                pass
-            elif isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1:
-                ops.append(_Op("flatten"))
-            elif (
-                isinstance(mod, nn.BatchNorm1d)
-                and mod.affine
-                and mod.track_running_stats
-                and not extra
-            ):
-                ops.append(_Op("bn", node.target, eps=mod.eps, module=mod))
-            else:
-                return None
-        elif node.op == "call_function" and node.target in (F.relu, torch.relu):
-            if extra or node.kwargs.get("inplace", False):
-                return None
-            ops.append(_Op("relu"))
-        elif node.op == "call_function" and node.target is torch.flatten:
-            if extra not in ((1,), ()) or node.kwargs or not extra:
-                return None
-            ops.append(_Op("flatten"))
-        elif node.op == "call_method" and node.target == "relu" and not extra:
-            ops.append(_Op("relu"))
-        else:
-            return None
-        prev = node
-    return None
-
-
-def _fused_train(
-    plan: list[_Op],
-    stacked: State,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    lr: float,
-) -> Tensor:
-    """Run the hand-fused MLP steps on stacked state (in place); return losses (steps, D)."""
-    losses = []
-    for xb, yb in batches:
-        bsz = xb.shape[1]
-        h = xb.flatten(2) if xb.dim() > 3 else xb
-        saved: list[Any] = []
-        for op in plan:
-            if op.kind == "linear":
-                w = stacked[op.prefix + ".weight"]
-                saved.append(h)
-                if op.has_bias:
-                    h = torch.baddbmm(stacked[op.prefix + ".bias"].unsqueeze(1), h, w.mT)
-                else:
-                    h = torch.bmm(h, w.mT)
-            elif op.kind == "relu":
-                h = torch.relu(h)
-                saved.append(h)
-            elif op.kind == "flatten":
-                saved.append(None)
-            else:
-                mean = h.mean(1, keepdim=True)
-                xc = h - mean
-                var = (xc * xc).mean(1, keepdim=True)
-                rstd = torch.rsqrt(var + op.eps)
-                xhat = xc * rstd
-                saved.append((xhat, rstd))
-                gamma = stacked[op.prefix + ".weight"].unsqueeze(1)
-                h = torch.addcmul(stacked[op.prefix + ".bias"].unsqueeze(1), xhat, gamma)
-                bn = op.module
-                assert isinstance(bn, _BatchNorm)
-                tracked = stacked[op.prefix + ".num_batches_tracked"]
-                tracked.add_(1)
-                _update_running(
-                    stacked[op.prefix + ".running_mean"],
-                    stacked[op.prefix + ".running_var"],
-                    tracked,
-                    _bn_momentum(bn, tracked),
-                    mean.squeeze(1),
-                    var.squeeze(1) * (bsz / (bsz - 1)),
-                )
-        # Cross-entropy (mean over the batch) and its gradient w.r.t. the logits.
-        lse = torch.logsumexp(h, 2, keepdim=True)
-        logp = h - lse
-        loss = -logp.gather(2, yb.unsqueeze(2)).squeeze(2).mean(1)
-        losses.append(loss)
-        g = logp.exp_()
-        g.scatter_add_(2, yb.unsqueeze(2), torch.full_like(g[..., :1], -1.0))
-        g.div_(bsz)
-        for i in range(len(plan) - 1, -1, -1):
-            op, s = plan[i], saved[i]
-            if op.kind == "linear":
-                w = stacked[op.prefix + ".weight"]
-                g_in = torch.bmm(g, w) if i > 0 else None
-                w.baddbmm_(g.mT, s, alpha=-lr)
-                if op.has_bias:
-                    stacked[op.prefix + ".bias"].sub_(lr * g.sum(1))
-                if g_in is None:
-                    break  # the first layer: no gradient to pass further down
-                g = g_in
-            elif op.kind == "relu":
-                g = torch.ops.aten.threshold_backward(g, s, 0)
-            elif op.kind == "flatten":
-                pass
-            else:
-                xhat, rstd = s
-                gamma = stacked[op.prefix + ".weight"]
-                dgamma = (g * xhat).sum(1)
-                dbeta = g.sum(1)
-                gx = g * gamma.unsqueeze(1)
-                g = rstd * (
-                    gx - gx.mean(1, keepdim=True) - xhat * (gx * xhat).mean(1, keepdim=True)
-                )
-                gamma.sub_(lr * dgamma)
-                stacked[op.prefix + ".bias"].sub_(lr * dbeta)
-            if g is None:
-                break
-    return torch.stack(losses) if losses else torch.zeros(0, 0)
-
-
-class _StatBN(nn.Module):
-    """BatchNorm in train mode without running stats; records its batch stats per call."""
-
-    def __init__(self, bn: _BatchNorm, sink: list[tuple[Tensor, Tensor]]) -> None:
-        super().__init__()
-        self.weight = bn.weight
-        self.bias = bn.bias
-        self.eps = bn.eps
-        self.sink = sink
-
-    def forward(self, x: Tensor) -> Tensor:
-        dims = [0, *range(2, x.dim())]
-        with torch.no_grad():
-            xd = x.detach()
-            n = xd.numel() // xd.shape[1]
-            self.sink.append((xd.mean(dims), xd.var(dims, correction=0) * (n / (n - 1))))
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
 def _vmap_trainer(
@@ -487,7 +296,7 @@ def _vmap_train(
     model: nn.Module,
     stacked: State,
     batches: Iterable[tuple[Tensor, Tensor]],
-    lr: float,
+    opt: LocalSGD,
 ) -> Tensor:
     """Run vmap(grad) steps on stacked state (in place); return losses (steps, D)."""
     step, param_names, bns = _vmap_trainer(model)
@@ -495,7 +304,11 @@ def _vmap_train(
         f"{p}.{b}" for p, _ in bns for b in ("running_mean", "running_var", "num_batches_tracked")
     }
     params = {n: stacked[n] for n in param_names}
-    buffers = {n: t for n, t in stacked.items() if n not in params and n not in bn_names}
+    buffers = {
+        n: t
+        for n, t in stacked.items()
+        if n not in params and n not in bn_names and not n.startswith(OPT_PREFIX)
+    }
     losses = []
     for xb, yb in batches:
         grads, (loss, stats) = step(params, buffers, xb, yb)
@@ -510,8 +323,7 @@ def _vmap_train(
                 mean,
                 var_unbiased,
             )
-        for n in param_names:
-            params[n].sub_(lr * grads[n])
+        opt.step(params, grads, stacked)
         losses.append(loss)
     return torch.stack(losses) if losses else torch.zeros(0, 0)
 
@@ -597,7 +409,9 @@ def train_vectorized(
     plan = _fused_plan(model) if backend in ("auto", "fused") else None
     if backend == "fused" and plan is None:
         raise ValueError("the model is not a chain of Linear/ReLU/BatchNorm1d/Flatten")
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
     state = {k: v.detach() for k, v in global_state.items()}
+    state = initial_optimizer_state(opt, state, trained) | state  # fresh values where none
 
     per_job = [_device_batches(job, opt, bn) for job in jobs]
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -623,9 +437,9 @@ def train_vectorized(
                 # gathered step by step, so each step's batch is cache-hot when used
                 steps = ((x[r], y[r]) for r in rows)
                 if plan is not None:
-                    losses = _fused_train(plan, stacked, steps, opt.lr)
+                    losses = _fused_train(plan, stacked, steps, opt)
                 else:
-                    losses = _vmap_train(model, stacked, steps, opt.lr)
+                    losses = _vmap_train(model, stacked, steps, opt)
                 mean_losses = losses.double().mean(0).tolist()
             else:
                 mean_losses = [math.nan] * n
