@@ -152,6 +152,10 @@ def run_summary(scenario: Scenario, s: dict[str, Any], path: Path) -> str:
         if target is not None:
             hit = s["stopped_by"] == "target_accuracy"
             acc += f"; target {target} {'reached' if hit else 'NOT reached'}"
+        target_ua = scenario.stop.target_ua
+        if target_ua is not None:
+            hit = s["stopped_by"] == "target_ua"
+            acc += f"; UA target {target_ua} {'reached' if hit else 'NOT reached'}"
     rounds = (
         f"{s['versions']} global versions (asynchronous)"
         if scenario.rounds.kind == "async"

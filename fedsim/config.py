@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -271,13 +272,41 @@ class StopSpec(_Strict):
     ``max_virtual_s`` a synchronous run finishes the round under way (its last round may end
     after it); an asynchronous run stops exactly there.
 
+    ``target_accuracy`` stops at the first evaluated global model whose test accuracy
+    reaches it; ``target_ua`` at the first evaluation whose mean user-model accuracy
+    (``rounds.csv``'s ``ua_mean``; with noisy clients, ``data.noise``, the clean devices'
+    ``ua_mean_clean``, as in MTFL's Table 3) reaches it, which needs ``evaluation.ua: true``.
+    Both are checked only at evaluated versions (``evaluation.every``).
+
     Ranges: ``max_rounds`` 1 to 10**7; ``max_virtual_s`` in (0, 1e9] s;
-    ``target_accuracy`` in (0, 1].
+    ``target_accuracy`` and ``target_ua`` in (0, 1].
     """
 
     max_rounds: Count = 10
     max_virtual_s: VirtualSeconds | None = None
     target_accuracy: Annotated[float, in_range(0, 1, low_open=True)] | None = None
+    target_ua: Annotated[float, in_range(0, 1, low_open=True)] | None = None
+
+    @property
+    def needs_values(self) -> bool:
+        """Return whether a stop rule reads an evaluation's values as soon as it is made."""
+        return self.target_accuracy is not None or self.target_ua is not None
+
+    def reached(self, row: dict[str, object]) -> str | None:
+        """Return the target a ``rounds.csv`` row reaches (``stopped_by``), else None.
+
+        A row not evaluated (accuracy columns None) reaches none.
+        """
+        acc = row.get("accuracy")
+        clean = row.get("ua_mean_clean")
+        ua = clean if clean is not None else row.get("ua_mean")
+        for why, value, target in (
+            ("target_accuracy", acc, self.target_accuracy),
+            ("target_ua", ua, self.target_ua),
+        ):
+            if target is not None and isinstance(value, numbers.Real) and float(value) >= target:
+                return why
+        return None
 
 
 class EvaluationSpec(_Strict):
@@ -359,6 +388,12 @@ class Scenario(_Strict):
         if k is not None and k > n:
             raise _field_error(
                 ("rounds", "participants"), f"{k} is larger than the {n} devices of the topology", k
+            )
+        if self.stop.target_ua is not None and not self.evaluation.ua:
+            raise _field_error(
+                ("stop", "target_ua"),
+                "needs evaluation.ua: true (user-model accuracy is measured only then)",
+                self.stop.target_ua,
             )
         if self.evaluation.every_s is not None and not isinstance(self.rounds, AsyncRoundsSpec):
             raise _field_error(

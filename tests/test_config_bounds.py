@@ -39,6 +39,7 @@ SCENARIO_BOUNDS = [
     ("availability.mean_off_s", 1e9, 1e10, "[0.1, 1e+09] s"),
     ("stop.max_virtual_s", 1e9, 1e12, "(0, 1e+09] s"),
     ("stop.target_accuracy", 1.0, 1.1, "(0, 1]"),
+    ("stop.target_ua", 1.0, 1.1, "(0, 1]"),
     ("runtime.timeout_s", 1e6, 1e7, "(0, 1e+06] s"),
     ("data.partition.alpha", 1e6, 1e7, "(0, 1e+06]"),
     ("data.samples_sigma", 5.0, 5.5, "[0, 5]"),

@@ -290,11 +290,11 @@ class AsyncDriver:
             values = self.runtime.submit_evaluation(ua_ids)
             self.rows.evaluated_version = version
         self.rows.add(row, values)
-        target = stop.target_accuracy
-        if values is not None and target is not None:
-            self.rows.flush()
-            if row["accuracy"] is not None and float(row["accuracy"]) >= target:  # type: ignore[arg-type]
-                self._stop("target_accuracy")
+        if values is not None and stop.needs_values:
+            self.rows.flush()  # fills the row's accuracy and UA columns
+            reached = stop.reached(row)
+            if reached is not None:
+                self._stop(reached)
         if last:
             self._stop("max_rounds")
             return

@@ -28,11 +28,11 @@ class _Deferred:
 class SyncDriver:
     """Runs a simulation's synchronous rounds.
 
-    When no stop rule needs the accuracy (no ``target_accuracy``), a round's evaluation is
-    read only after the next round's work has been submitted, so a runtime with actors
-    evaluates while devices train; rows and progress then follow one round late. A
-    deferred round's wall time runs until the next round starts. A round about to be
-    checkpointed is never deferred.
+    When no stop rule needs the evaluation (no ``target_accuracy``, no ``target_ua``), a
+    round's evaluation is read only after the next round's work has been submitted, so a
+    runtime with actors evaluates while devices train; rows and progress then follow one
+    round late. A deferred round's wall time runs until the next round starts. A round
+    about to be checkpointed is never deferred.
 
     Parameters
     ----------
@@ -102,20 +102,19 @@ class SyncDriver:
             version = loop.version
             due = synced and (version % every == 0 or last) and version != loop.evaluated_version
             row.update(dict.fromkeys(ACCURACY_COLUMNS))
-            accuracy = None
             if due and sim.runtime is not None:
                 ua_ids = range(sim.population.num_devices) if sim.scenario.evaluation.ua else ()
                 values = sim.runtime.submit_evaluation(ua_ids)
                 loop.evaluated_version = version
-                if stop.target_accuracy is None and not last and not save:
+                if not stop.needs_values and not last and not save:
                     deferred = _Deferred(version, row, values, wall0)
                 else:
-                    accuracy = self._fill(version, row, values())
+                    self._fill(version, row, values())
             if deferred is None:
                 self._finish_row(row, time.perf_counter() - wall0)
-            target = stop.target_accuracy
-            if target is not None and accuracy is not None and accuracy >= target:
-                sim.result.stopped_by = "target_accuracy"
+            reached = None if deferred is not None else stop.reached(row)
+            if reached is not None:
+                sim.result.stopped_by = reached
                 break
             if stop.max_virtual_s is not None and sim.env.now >= stop.max_virtual_s:
                 sim.result.stopped_by = "max_virtual_s"
