@@ -88,7 +88,7 @@ class DataSpec(_Strict):
     Ranges: ``samples_per_device`` 1 to 10**6, ``samples_sigma`` 0 to 5.
     """
 
-    dataset: Literal["digits", "synthetic", "mnist"] = "digits"
+    dataset: Literal["digits", "synthetic", "mnist", "cifar10"] = "digits"
     dir: str | None = None
     partition: PartitionSpec = PartitionSpec()
     options: dict[str, JsonValue] = {}

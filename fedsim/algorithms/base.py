@@ -163,6 +163,21 @@ class Algorithm(ABC):
         """
         return None
 
+    def updates(self, base: State, results: Iterable[Any]) -> list[DeviceUpdate]:
+        """Return the devices' updates from their trained states (``DeviceResult``-like).
+
+        The payload is :meth:`payload_keys` of ``base``; the private values are copied
+        (a lock-step result's state is a view into its chunk: the copy does not hold it).
+        """
+        keys = self.payload_keys(base)
+        return [
+            DeviceUpdate(
+                r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss,
+                {k: r.state[k].clone() for k in self.private},
+            )
+            for r in results
+        ]  # fmt: skip
+
     def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
         """Return the names of the tensors a device uploads (this decides the bytes)."""
         return [k for k, v in state.items() if v.is_floating_point() and k not in self.private]

@@ -74,12 +74,4 @@ class FedAvg(Algorithm):
         """Run the local optimiser for each device (lock-step batched when ``vectorize``)."""
         jobs = [DeviceJob(t.device_id, t.train_idx, t.seed, t.base) for t in tasks]
         trainer = train_vectorized if vectorize else train_loop
-        results = trainer(model, base, x, y, jobs, self.optimizer)
-        keys = self.payload_keys(base)
-        return [
-            DeviceUpdate(
-                r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss,
-                {k: r.state[k].clone() for k in self.private},  # kept: no chunk storage held
-            )
-            for r in results
-        ]  # fmt: skip
+        return self.updates(base, trainer(model, base, x, y, jobs, self.optimizer))

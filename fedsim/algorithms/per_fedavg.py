@@ -47,14 +47,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.algorithms.base import State
+from fedsim.algorithms.local_rule import LocalRuleAlgorithm
 from fedsim.bounds import in_range
-from fedsim.runtime.meta_training import Batch, Grads, train_lock_step, train_loop, user_model
-from fedsim.runtime.training import DeviceJob
+from fedsim.runtime.meta_training import Batch, Grads
 
 
 class PerFedAvgParams(BaseModel):
@@ -120,7 +119,7 @@ class PerFedAvgStep:
         return {k: w[k] - self.alpha * g[k] for k in w}
 
 
-class PerFedAvg(Algorithm):
+class PerFedAvg(LocalRuleAlgorithm):
     """Per-FedAvg: MAML steps on devices, the plain mean at servers, one step to personalise."""
 
     Params = PerFedAvgParams
@@ -153,43 +152,7 @@ class PerFedAvg(Algorithm):
             return stream
         return [b for i in range(0, len(stream), 3) for b in (*stream[i : i + 3], stream[i + 2])]
 
-    def largest_batch(self, num_samples: int) -> int:
-        """Return ``min(batch_size, num_samples)`` (1 when there are no samples)."""
-        return min(self.params.batch_size, num_samples) or 1
-
     def num_steps(self, num_samples: int) -> int:
         """Return the length of :meth:`steps`: 2 or 4 gradients for each of the K steps."""
         k = -(-num_samples // self.params.batch_size) * self.params.local_epochs
         return (2 if self.params.variant == "first_order" else 4) * k
-
-    def train(
-        self,
-        model: torch.nn.Module,
-        base: State,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        tasks: Sequence[DeviceTask],
-        vectorize: bool,
-    ) -> list[DeviceUpdate]:
-        """Run K Per-FedAvg steps for each device (lock-step batched when ``vectorize``)."""
-        jobs = [DeviceJob(t.device_id, t.train_idx, t.seed, t.base) for t in tasks]
-        trainer = train_lock_step if vectorize else train_loop
-        p = self.params
-        results = trainer(model, base, x, y, jobs, self.rule, p.batch_size, p.local_epochs)
-        keys = self.payload_keys(base)
-        return [
-            DeviceUpdate(r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss)
-            for r in results
-        ]
-
-    def personalise(
-        self,
-        model: torch.nn.Module,
-        state: State,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        train_idx: np.ndarray,
-        seed: int,
-    ) -> State | None:
-        """Return ``state`` after one SGD step of size α on one seeded batch of the device."""
-        return user_model(model, state, x, y, train_idx, seed, self.rule, self.params.batch_size)

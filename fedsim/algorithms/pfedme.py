@@ -39,14 +39,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.algorithms.base import State
+from fedsim.algorithms.local_rule import LocalRuleAlgorithm
 from fedsim.bounds import in_range
-from fedsim.runtime.meta_training import Batch, Grads, train_lock_step, train_loop, user_model
-from fedsim.runtime.training import DeviceJob
+from fedsim.runtime.meta_training import Batch, Grads
 
 
 class PFedMeParams(BaseModel):
@@ -111,7 +110,7 @@ class PFedMeStep:
         return self._solve(grads, w, dict(w), batch)[0]
 
 
-class PFedMe(Algorithm):
+class PFedMe(LocalRuleAlgorithm):
     """pFedMe: bi-level local steps on devices, the mean (mixed by β) at the cloud."""
 
     Params = PFedMeParams
@@ -136,34 +135,10 @@ class PFedMe(Algorithm):
         epoch = [b] * (full * k) + [rest] * (k if rest else 0)
         return epoch * self.params.local_epochs
 
-    def largest_batch(self, num_samples: int) -> int:
-        """Return ``min(batch_size, num_samples)`` (1 when there are no samples)."""
-        return min(self.params.batch_size, num_samples) or 1
-
     def num_steps(self, num_samples: int) -> int:
         """Return the length of :meth:`steps`: ``inner_steps`` gradients for each of R steps."""
         r = -(-num_samples // self.params.batch_size) * self.params.local_epochs
         return self.params.inner_steps * r
-
-    def train(
-        self,
-        model: torch.nn.Module,
-        base: State,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        tasks: Sequence[DeviceTask],
-        vectorize: bool,
-    ) -> list[DeviceUpdate]:
-        """Run R pFedMe steps for each device (lock-step batched when ``vectorize``)."""
-        jobs = [DeviceJob(t.device_id, t.train_idx, t.seed, t.base) for t in tasks]
-        trainer = train_lock_step if vectorize else train_loop
-        p = self.params
-        results = trainer(model, base, x, y, jobs, self.rule, p.batch_size, p.local_epochs)
-        keys = self.payload_keys(base)
-        return [
-            DeviceUpdate(r.device_id, {k: r.state[k] for k in keys}, r.num_samples, r.mean_loss)
-            for r in results
-        ]
 
     def server_step(
         self, state: State, averaged: State, opt: State, params: Sequence[str]
@@ -178,15 +153,3 @@ class PFedMe(Algorithm):
                 mixed = state[key].double() * (1 - beta) + averaged[key].double() * beta
                 out[key] = mixed.to(state[key].dtype)
         return out, opt
-
-    def personalise(
-        self,
-        model: torch.nn.Module,
-        state: State,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        train_idx: np.ndarray,
-        seed: int,
-    ) -> State | None:
-        """Return θ from ``state`` by the inner solve on one seeded batch of the device."""
-        return user_model(model, state, x, y, train_idx, seed, self.rule, self.params.batch_size)

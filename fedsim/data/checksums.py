@@ -34,14 +34,15 @@ def file_key(path: Path) -> str:
 
 @dataclass
 class VerifiedFiles:
-    """The files already found to have their published sha256 (cache key -> sha256).
+    """The files already found to have their published digest (cache key -> hex digest).
 
     Attributes
     ----------
     cache_file : Path
         Where the entries are loaded from and saved to.
     entries : dict of str to str
-        Cache key (:func:`file_key`) -> the sha256 the file was found to have.
+        Cache key (:func:`file_key`) -> the hex digest the file was found to have (sha256;
+        md5 for CIFAR-10, whose publisher gives only that).
     """
 
     cache_file: Path
@@ -60,18 +61,21 @@ class VerifiedFiles:
             return cls(path)
         return cls(path, {str(k): str(v) for k, v in raw.items()})
 
-    def mismatch(self, key: str, content: bytes, sha256: str) -> str | None:
-        """Return None if ``content`` has the sha256 ``sha256``, else the sha256 it has.
+    def mismatch(
+        self, key: str, content: bytes, digest: str, algorithm: str = "sha256"
+    ) -> str | None:
+        """Return None if ``content`` has the hex digest ``digest``, else the digest it has.
 
         ``key`` is the file's :func:`file_key`, taken before ``content`` was read; a key
-        already verified against ``sha256`` skips the hashing.
+        already verified against ``digest`` skips the hashing. ``algorithm`` is the
+        :mod:`hashlib` name of the digest (``md5`` where only that is published: CIFAR-10).
         """
-        if self.entries.get(key) == sha256:
+        if self.entries.get(key) == digest:
             return None
-        got = hashlib.sha256(content).hexdigest()
-        if got != sha256:
+        got = hashlib.new(algorithm, content).hexdigest()
+        if got != digest:
             return got
-        self.entries[key] = sha256
+        self.entries[key] = digest
         self.changed = True
         return None
 

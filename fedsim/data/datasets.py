@@ -1,4 +1,4 @@
-"""In-memory datasets (``digits``, ``synthetic``, ``mnist``) and the loader that names them."""
+"""In-memory datasets (``digits``, ``synthetic``, ``mnist``, ``cifar10``) and their loader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from fedsim.errors import InputError
 from fedsim.seeding import Purpose, stream
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "synthetic", "mnist")
+DATASET_NAMES: tuple[str, ...] = ("digits", "synthetic", "mnist", "cifar10")
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,18 @@ def load_dataset(name: str, data_dir: Path | None, seed: int, **options: Any) ->
     Parameters
     ----------
     name : str
-        One of ``digits``, ``synthetic``, ``mnist``.
+        One of ``digits``, ``synthetic``, ``mnist``, ``cifar10``.
     data_dir : Path or None
-        Folder holding downloaded files (only ``mnist`` reads files); ``None`` means
-        :func:`data_dir_from_env`.
+        Folder holding downloaded files (``mnist`` and ``cifar10`` read files); ``None``
+        means :func:`data_dir_from_env`.
     seed : int
         Scenario seed; the train/test split (``digits``) and the generated data
-        (``synthetic``) are functions of it. ``mnist`` does not depend on it.
+        (``synthetic``) are functions of it. ``mnist`` and ``cifar10`` do not depend on it.
     **options
         Dataset options. ``synthetic``: ``num_samples`` (6000), ``num_features`` (60),
         ``num_classes`` (10), ``num_users`` (30), ``alpha`` (1.0), ``beta`` (1.0),
-        ``test_fraction`` (0.2), ``size_sigma`` (0.0). ``digits`` and ``mnist`` take none.
+        ``test_fraction`` (0.2), ``size_sigma`` (0.0), ``image_shape`` (none: flat).
+        ``digits``, ``mnist`` and ``cifar10`` take none.
 
     Raises
     ------
@@ -108,6 +109,7 @@ def load_dataset(name: str, data_dir: Path | None, seed: int, **options: Any) ->
         "digits": _load_digits,
         "synthetic": _make_synthetic,
         "mnist": _load_mnist,
+        "cifar10": _load_cifar10,
     }
     if name not in loaders:
         raise InputError(
@@ -128,6 +130,12 @@ def _check_options(name: str, options: Mapping[str, Any], known: Mapping[str, ty
             )
             continue
         want = known[key]
+        if want is list:  # a list of integers (a shape)
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                problems.append(f"data.options.{key}: expected a list of integers, got {value!r}")
+            continue
         ok = (
             isinstance(value, int) and not isinstance(value, bool)
             if want is int
@@ -232,6 +240,19 @@ def _synthetic_problems(opts: Mapping[str, Any]) -> list[str]:
             f"data.options: num_samples x num_features = {n * d:,} values; at most "
             f"{SYNTHETIC_MAX_VALUES:,} (the generated inputs must fit in memory)"
         )
+    shape = opts["image_shape"]
+    if shape is not None:
+        if not shape or any(s < 1 for s in shape):
+            problems.append(
+                f"data.options.image_shape: expected a non-empty list of positive integers "
+                f"(e.g. [3, 32, 32]), got {list(shape)}"
+            )
+        elif int(np.prod(shape, dtype=np.int64)) != d:
+            problems.append(
+                f"data.options.image_shape: {list(shape)} holds "
+                f"{int(np.prod(shape, dtype=np.int64)):,} values but num_features is {d:,}; "
+                "they must be equal (the inputs are reshaped to image_shape)"
+            )
     return problems
 
 
@@ -244,6 +265,9 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
     ``argmax(W_k^T x + b_k)``. ``alpha`` controls how much the users' models differ,
     ``beta`` how much their inputs differ. Each user keeps ``test_fraction`` of its
     samples (at least one) for test. ``size_sigma > 0`` makes user sizes log-normal.
+    ``image_shape`` (e.g. ``[3, 32, 32]`` with ``num_features: 3072``) reshapes each input
+    to that shape, its product ``num_features``, for models of images (``mtfl_cnn``); the
+    values are the same as without it, in row-major order.
     """
     known: dict[str, type] = {
         "num_samples": int,
@@ -254,6 +278,7 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
         "beta": float,
         "test_fraction": float,
         "size_sigma": float,
+        "image_shape": list,
     }
     _check_options("synthetic", options, known)
     opts: dict[str, Any] = {
@@ -265,6 +290,7 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
         "beta": 1.0,
         "test_fraction": 0.2,
         "size_sigma": 0.0,
+        "image_shape": None,
     }
     opts.update(options)
     problems = _synthetic_problems(opts)
@@ -297,7 +323,8 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n) - np.repeat(starts, sizes)
     is_test = rank < np.repeat(n_test, sizes)
-    x = x.astype(np.float32)
+    shape = (int(d),) if opts["image_shape"] is None else tuple(opts["image_shape"])
+    x = x.astype(np.float32).reshape(n, *shape)
     return Dataset(
         name="synthetic",
         x_train=x[~is_test],
@@ -305,7 +332,7 @@ def _make_synthetic(data_dir: Path | None, seed: int, options: Mapping[str, Any]
         x_test=x[is_test],
         y_test=y[is_test],
         num_classes=int(c),
-        input_shape=(int(d),),
+        input_shape=shape,
         users_train=users[~is_test],
         users_test=users[is_test],
     )
@@ -317,3 +344,11 @@ def _load_mnist(data_dir: Path | None, seed: int, options: Mapping[str, Any]) ->
 
     _check_options("mnist", options, {})
     return load_mnist(data_dir_from_env(data_dir))
+
+
+def _load_cifar10(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Read CIFAR-10 from its python batches under the data folder."""
+    from fedsim.data.cifar10 import load_cifar10
+
+    _check_options("cifar10", options, {})
+    return load_cifar10(data_dir_from_env(data_dir))

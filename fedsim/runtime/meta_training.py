@@ -30,6 +30,8 @@ from fedsim.runtime.training import (
     DeviceResult,
     _stacked,
     batch_order,
+    lock_step_chunks,
+    step_rows,
 )
 
 State = dict[str, Tensor]
@@ -269,43 +271,29 @@ def train_lock_step(
     Results are views into their chunk's stacked tensors.
     """
     bn = _check_bn(model, batch_size)
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
     state = {k: v.detach() for k, v in global_state.items()}
     grads = StackedGrads(model)
     per_job = [device_batches(job, batch_size, epochs * rule.batches_per_step, bn) for job in jobs]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for j, batches in enumerate(per_job):
-        groups.setdefault(tuple(len(b) for b in batches), []).append(j)
     results: list[DeviceResult | None] = [None] * len(jobs)
-    for signature, members in groups.items():
-        members = sorted(members, key=lambda j: (jobs[j].device_id, j))
-        for first in range(0, len(members), group_size):
-            chunk = members[first : first + group_size]
-            padded = chunk if len(chunk) > 1 else chunk * 2
-            stacked = _stacked(state, [jobs[j].base for j in padded])
-            grads.bind(stacked)
-            w = {n: stacked[n] for n in grads.param_names}
-            carry = rule.start(w)
-            rows = [
-                torch.from_numpy(np.stack([per_job[j][s] for j in padded]))
-                for s in range(len(signature))
-            ]
-            losses = []
-            for group in _steps(rows, rule):  # gathered step by step, used while cache-hot
-                w, carry, loss = rule.step(grads, w, carry, [(x[r], y[r]) for r in group])
-                losses.append(loss)
-            stacked.update(w)
-            mean_losses = (
-                torch.stack(losses).double().mean(0).tolist()
-                if losses
-                else [math.nan] * len(padded)
-            )
-            for i, j in enumerate(chunk):
-                results[j] = DeviceResult(
-                    jobs[j].device_id, {k: v[i] for k, v in stacked.items()},
-                    len(jobs[j].train_idx), len(losses), mean_losses[i],
-                )  # fmt: skip
+    for _, chunk, padded in lock_step_chunks(jobs, per_job, group_size):
+        stacked = _stacked(state, [jobs[j].base for j in padded])
+        grads.bind(stacked)
+        w = {n: stacked[n] for n in grads.param_names}
+        carry = rule.start(w)
+        rows = step_rows(per_job, padded)
+        losses = []
+        for group in _steps(rows, rule):  # gathered step by step, used while cache-hot
+            w, carry, loss = rule.step(grads, w, carry, [(x[r], y[r]) for r in group])
+            losses.append(loss)
+        stacked.update(w)
+        mean_losses = (
+            torch.stack(losses).double().mean(0).tolist() if losses else [math.nan] * len(padded)
+        )
+        for i, j in enumerate(chunk):
+            results[j] = DeviceResult(
+                jobs[j].device_id, {k: v[i] for k, v in stacked.items()},
+                len(jobs[j].train_idx), len(losses), mean_losses[i],
+            )  # fmt: skip
     return [r for r in results if r is not None]
 
 

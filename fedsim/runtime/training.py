@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -341,6 +341,35 @@ def _stacked(state: State, bases: Sequence[State | None]) -> State:
     return {k: torch.stack([(state if b is None else b)[k].detach() for b in bases]) for k in state}
 
 
+def lock_step_chunks(
+    jobs: Sequence[DeviceJob], per_job: Sequence[Sequence[np.ndarray]], group_size: int
+) -> Iterator[tuple[tuple[int, ...], list[int], list[int]]]:
+    """Yield ``(signature, chunk, padded)``: the job indices trained together, in order.
+
+    Jobs are grouped by their step signature (the sequence of per-step batch sizes of
+    ``per_job``); each group is cut, in device-id order, into chunks of at most
+    ``group_size``. ``padded`` is the chunk, or a lone job twice: with a batch of one
+    matrix, MKL splits a GEMM across threads differently than with two or more, which
+    would make the device's bits depend on how many devices share its signature.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for j, batches in enumerate(per_job):
+        groups.setdefault(tuple(len(b) for b in batches), []).append(j)
+    for signature, members in groups.items():
+        members = sorted(members, key=lambda j: (jobs[j].device_id, j))
+        for start in range(0, len(members), group_size):
+            chunk = members[start : start + group_size]
+            yield signature, chunk, chunk if len(chunk) > 1 else chunk * 2
+
+
+def step_rows(per_job: Sequence[Sequence[np.ndarray]], padded: Sequence[int]) -> list[Tensor]:
+    """Return, per step, the ``(devices, batch)`` rows of the chunk's jobs."""
+    steps = len(per_job[padded[0]])
+    return [torch.from_numpy(np.stack([per_job[j][s] for j in padded])) for s in range(steps)]
+
+
 def can_fuse(model: nn.Module) -> bool:
     """Return whether ``model`` has the hand-fused lock-step path (an MLP chain)."""
     return _fused_plan(model) is not None
@@ -404,8 +433,6 @@ def train_vectorized(
         One result per job, in the order of ``jobs``.
     """
     bn = _check(model, opt)
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
     plan = _fused_plan(model) if backend in ("auto", "fused") else None
     if backend == "fused" and plan is None:
         raise ValueError("the model is not a chain of Linear/ReLU/BatchNorm1d/Flatten")
@@ -414,41 +441,27 @@ def train_vectorized(
     state = initial_optimizer_state(opt, state, trained) | state  # fresh values where none
 
     per_job = [_device_batches(job, opt, bn) for job in jobs]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for j, batches in enumerate(per_job):
-        groups.setdefault(tuple(len(b) for b in batches), []).append(j)
-
     results: list[DeviceResult | None] = [None] * len(jobs)
-    for signature, members in groups.items():
-        members = sorted(members, key=lambda j: (jobs[j].device_id, j))
-        for start in range(0, len(members), group_size):
-            chunk = members[start : start + group_size]
-            # A lone device is computed twice over: with a batch of one matrix, MKL splits a
-            # GEMM across threads differently than with two or more, which would make the
-            # device's bits depend on how many devices share its signature.
-            padded = chunk if len(chunk) > 1 else chunk * 2
-            n = len(padded)
-            stacked = _stacked(state, [jobs[j].base for j in padded])
-            if signature:
-                rows = [
-                    torch.from_numpy(np.stack([per_job[j][s] for j in padded]))
-                    for s in range(len(signature))
-                ]
-                # gathered step by step, so each step's batch is cache-hot when used
-                steps = ((x[r], y[r]) for r in rows)
-                if plan is not None:
-                    losses = _fused_train(plan, stacked, steps, opt)
-                else:
-                    losses = _vmap_train(model, stacked, steps, opt)
-                mean_losses = losses.double().mean(0).tolist()
+    for signature, chunk, padded in lock_step_chunks(jobs, per_job, group_size):
+        n = len(padded)
+        stacked = _stacked(state, [jobs[j].base for j in padded])
+        if signature:
+            rows = step_rows(per_job, padded)
+            # gathered step by step, so each step's batch is cache-hot when used
+            steps = ((x[r], y[r]) for r in rows)
+            if plan is not None:
+                losses = _fused_train(plan, stacked, steps, opt)
             else:
-                mean_losses = [math.nan] * n
-            for i, j in enumerate(chunk):
-                results[j] = DeviceResult(
-                    device_id=jobs[j].device_id,
-                    state={k: v[i] for k, v in stacked.items()},
-                    num_samples=len(jobs[j].train_idx),
-                    num_steps=len(signature),
-                    mean_loss=mean_losses[i],
-                )
+                losses = _vmap_train(model, stacked, steps, opt)
+            mean_losses = losses.double().mean(0).tolist()
+        else:
+            mean_losses = [math.nan] * n
+        for i, j in enumerate(chunk):
+            results[j] = DeviceResult(
+                device_id=jobs[j].device_id,
+                state={k: v[i] for k, v in stacked.items()},
+                num_samples=len(jobs[j].train_idx),
+                num_steps=len(signature),
+                mean_loss=mean_losses[i],
+            )
     return [r for r in results if r is not None]

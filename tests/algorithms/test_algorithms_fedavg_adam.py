@@ -5,15 +5,23 @@ with BatchNorm, and whole runs are the same inline, on Ray and after a resume.""
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, cut_and_resume, run_on_ray, same_files, shared_data_dir
+from helpers import (
+    REPO,
+    cut_and_resume,
+    on_one_and_two_threads,
+    run_on_ray,
+    same_files,
+    shared_data_dir,
+    step_offset,
+    watch_uploads,
+)
 from torch import nn
 
 from fedsim.algorithms.base import DeviceTask, build_algorithm
 from fedsim.api import run
 from fedsim.config import AlgorithmSpec, load_scenario
-from fedsim.runtime.nodes import EdgeServer
 from fedsim.runtime.optim import STEP_KEY, LocalAdam, moment_keys
-from fedsim.runtime.training import DeviceJob, DeviceResult, train_loop, train_vectorized
+from fedsim.runtime.training import DeviceJob, train_loop, train_vectorized
 
 MNIST = REPO / "scenarios" / "mnist_2nn.yaml"
 FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv")
@@ -149,24 +157,7 @@ def test_payload_is_three_times_fedavgs_and_mtfl_drops_exactly_its_values(tmp_pa
 
 
 def test_private_moments_never_leave_the_device(tmp_path, monkeypatch, mnist):
-    seen: list[set[str]] = []
-    aggregate, upload = EdgeServer.aggregate, EdgeServer.upload
-
-    def watch_aggregate(self, weights, payloads):
-        def each():
-            for p in payloads:
-                seen.append(set(p))
-                yield p
-
-        return aggregate(self, weights, each())
-
-    def watch_upload(self):
-        out = upload(self)
-        seen.append(set(out.state))
-        return out
-
-    monkeypatch.setattr(EdgeServer, "aggregate", watch_aggregate)
-    monkeypatch.setattr(EdgeServer, "upload", watch_upload)
+    seen = watch_uploads(monkeypatch)
     sc = load_scenario(MNIST, [*SMALL, *ADAM, "stop.max_rounds=2",
                                "algorithm.params.private=gamma_beta"])  # fmt: skip
     run(sc, tmp_path / "run")
@@ -217,22 +208,13 @@ def test_lock_step_adam_agrees_with_the_loop_per_step_in_float32_on_mnist():
     # the step, and 0.24 between 1 and 2 threads).
     model, base, x, y, jobs = _mnist_jobs(40, 20, torch.float32)
     opt = LocalAdam(0.003, 1, 20)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        loop = train_loop(model, base, x, y, jobs, opt)
-        lock = train_vectorized(model, base, x, y, jobs, opt, backend="fused")
-        torch.set_num_threads(2)
-        loop_2 = train_loop(model, base, x, y, jobs, opt)
-    finally:
-        torch.set_num_threads(threads)
+    loop, lock, loop_2 = on_one_and_two_threads(
+        lambda: train_loop(model, base, x, y, jobs, opt),
+        lambda: train_vectorized(model, base, x, y, jobs, opt, backend="fused"),
+    )
 
-    def off(a: list[DeviceResult], b: list[DeviceResult], k: str) -> float:
-        """Largest difference over the devices, relative to the loop's change of ``k``."""
-        return max(
-            float((p.state[k] - q.state[k]).abs().max() / (p.state[k] - base[k]).abs().max())
-            for p, q in zip(a, b, strict=True)
-        )
+    def off(a, b, k):
+        return step_offset(a, b, base, k)
 
     for k, v in base.items():
         if not v.is_floating_point() or k == STEP_KEY:

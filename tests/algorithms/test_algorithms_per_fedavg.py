@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, run_on_ray, same_files, shared_data_dir
-from torch import nn
+from helpers import (
+    REPO,
+    linear_device,
+    linear_grad,
+    on_one_and_two_threads,
+    run_on_ray,
+    same_files,
+    shared_data_dir,
+    step_offset,
+)
 
 from fedsim.algorithms.base import DeviceTask, build_algorithm
 from fedsim.api import run
@@ -28,22 +36,6 @@ def _algo(**params):
     return build_algorithm(AlgorithmSpec(use="per_fedavg", params=params))
 
 
-def _linear():
-    """A linear model and 6 samples in float64; the device owns rows 1..4 (n = 4)."""
-    torch.manual_seed(0)
-    model = nn.Linear(3, 2).double()
-    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    x = torch.randn(6, 3, dtype=torch.float64)
-    y = torch.tensor([0, 1, 1, 0, 1, 0])
-    return model, base, x, y, np.arange(1, 5, dtype=np.int64)
-
-
-def _grad(w, b, x, y):
-    """The batch gradient of the mean cross-entropy of logits x w^T + b, by autograd."""
-    w, b = w.detach().requires_grad_(), b.detach().requires_grad_()
-    return torch.autograd.grad(F.cross_entropy(x @ w.T + b, y), (w, b))
-
-
 def _hessian_times(w, b, x, y, v):
     """The full Hessian (6 x 6, by autograd) of the batch loss at (w, b) times v = (vw, vb)."""
 
@@ -59,7 +51,7 @@ def _hessian_times(w, b, x, y, v):
 @pytest.mark.parametrize("variant", ["first_order", "hessian_free", "finite_difference"])
 def test_two_steps_equal_a_hand_computation(vectorize, variant):
     # Arrange: α 0.1, β 0.3; n 4, B 2, E 1: K = 2 steps of 2 (or 3) batches
-    model, base, x, y, idx = _linear()
+    model, base, x, y, idx = linear_device()
     params = {"alpha": 0.1, "beta": 0.3, "batch_size": 2}
     if variant != "first_order":
         params["variant"] = "hessian_free"
@@ -76,8 +68,8 @@ def test_two_steps_equal_a_hand_computation(vectorize, variant):
     w, b = base["weight"], base["bias"]
     for k in range(2):
         d1, d2 = batches[m * k], batches[m * k + 1]
-        g1 = _grad(w, b, x[d1], y[d1])
-        g = _grad(w - 0.1 * g1[0], b - 0.1 * g1[1], x[d2], y[d2])
+        g1 = linear_grad(w, b, x[d1], y[d1])
+        g = linear_grad(w - 0.1 * g1[0], b - 0.1 * g1[1], x[d2], y[d2])
         if m == 3:
             d3 = batches[m * k + 2]
             hv = _hessian_times(w, b, x[d3], y[d3], g)
@@ -91,11 +83,11 @@ def test_two_steps_equal_a_hand_computation(vectorize, variant):
 
 
 def test_the_user_model_is_one_sgd_step_of_alpha_on_a_seeded_batch():
-    model, base, x, y, idx = _linear()
+    model, base, x, y, idx = linear_device()
     algo = _algo(alpha=0.1, batch_size=3)
     user = algo.personalise(model, base, x, y, idx, 5)
     rows = idx[batch_order(4, 3, 1, 5)[0]]  # the first batch of a fresh permutation
-    g = _grad(base["weight"], base["bias"], x[rows], y[rows])
+    g = linear_grad(base["weight"], base["bias"], x[rows], y[rows])
     assert torch.allclose(user["weight"], base["weight"] - 0.1 * g[0], rtol=0, atol=1e-15)
     assert torch.allclose(user["bias"], base["bias"] - 0.1 * g[1], rtol=0, atol=1e-15)
     again = algo.personalise(model, base, x, y, idx, 5)
@@ -146,21 +138,13 @@ def test_lock_step_agrees_with_the_loop_to_rounding_per_step_on_mnist_with_batch
     jobs = [DeviceJob(d, np.arange(d * 20, d * 20 + 20, dtype=np.int64), 100 + d)
             for d in range(n)]  # fmt: skip
     rule = PerFedAvgStep(0.1, 0.3, hessian_free)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        loop = train_loop(model, base, x, y, jobs, rule, 20, 1)
-        lock = train_lock_step(model, base, x, y, jobs, rule, 20, 1)
-        torch.set_num_threads(2)
-        loop_2 = train_loop(model, base, x, y, jobs, rule, 20, 1)
-    finally:
-        torch.set_num_threads(threads)
+    loop, lock, loop_2 = on_one_and_two_threads(
+        lambda: train_loop(model, base, x, y, jobs, rule, 20, 1),
+        lambda: train_lock_step(model, base, x, y, jobs, rule, 20, 1),
+    )
 
     def off(a, b, k):
-        return max(
-            float((p.state[k] - q.state[k]).abs().max() / (p.state[k] - base[k]).abs().max())
-            for p, q in zip(a, b, strict=True)
-        )
+        return step_offset(a, b, base, k)
 
     for k, v in base.items():
         if not v.is_floating_point():

@@ -4,9 +4,16 @@ against the loop on MNIST, and whole runs (same seed twice, inline = Ray, async 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import REPO, run_on_ray, same_files, shared_data_dir
-from torch import nn
+from helpers import (
+    REPO,
+    linear_device,
+    linear_grad,
+    on_one_and_two_threads,
+    run_on_ray,
+    same_files,
+    shared_data_dir,
+    step_offset,
+)
 
 from fedsim.algorithms.base import DeviceTask, build_algorithm
 from fedsim.api import run
@@ -30,26 +37,10 @@ def _algo(**params):
     return build_algorithm(AlgorithmSpec(use="pfedme", params=params))
 
 
-def _linear():
-    """A linear model and 6 samples in float64; the device owns rows 1..4 (n = 4)."""
-    torch.manual_seed(0)
-    model = nn.Linear(3, 2).double()
-    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    x = torch.randn(6, 3, dtype=torch.float64)
-    y = torch.tensor([0, 1, 1, 0, 1, 0])
-    return model, base, x, y, np.arange(1, 5, dtype=np.int64)
-
-
-def _grad(w, b, x, y):
-    """The batch gradient of the mean cross-entropy of logits x w^T + b, by autograd."""
-    w, b = w.detach().requires_grad_(), b.detach().requires_grad_()
-    return torch.autograd.grad(F.cross_entropy(x @ w.T + b, y), (w, b))
-
-
 def _inner(theta, w, x, y, steps, personal_lr=0.05, lam=2.0):
     """``steps`` gradient steps on f(θ) + λ/2 |θ - w|² from θ (θ and w are (weight, bias))."""
     for _ in range(steps):
-        g = _grad(*theta, x, y)
+        g = linear_grad(*theta, x, y)
         theta = tuple(
             t - personal_lr * (gt + lam * (t - wt)) for t, gt, wt in zip(theta, g, w, strict=True)
         )
@@ -59,7 +50,7 @@ def _inner(theta, w, x, y, steps, personal_lr=0.05, lam=2.0):
 @pytest.mark.parametrize("vectorize", [False, True], ids=["loop", "lock-step"])
 def test_two_steps_equal_a_hand_computation(vectorize):
     # Arrange: η 0.1, λ 2, personal lr 0.05, K = 2 inner steps; n 4, B 2: R = 2 steps
-    model, base, x, y, idx = _linear()
+    model, base, x, y, idx = linear_device()
     algo = _algo(lr=0.1, lam=2.0, personal_lr=0.05, inner_steps=2, batch_size=2)
 
     # Act
@@ -77,7 +68,7 @@ def test_two_steps_equal_a_hand_computation(vectorize):
 
 
 def test_the_user_model_is_the_inner_solve_from_the_global_model_on_a_seeded_batch():
-    model, base, x, y, idx = _linear()
+    model, base, x, y, idx = linear_device()
     algo = _algo(lam=2.0, personal_lr=0.05, inner_steps=3, batch_size=3)
     user = algo.personalise(model, base, x, y, idx, 5)
     rows = idx[batch_order(4, 3, 1, 5)[0]]
@@ -136,21 +127,13 @@ def test_lock_step_agrees_with_the_loop_to_rounding_per_step_on_mnist_with_batch
     jobs = [DeviceJob(d, np.arange(d * 20, d * 20 + 20, dtype=np.int64), 100 + d)
             for d in range(n)]  # fmt: skip
     rule = PFedMeStep(0.1, 1.0, 0.1, 1)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        loop = train_loop(model, base, x, y, jobs, rule, 20, 1)
-        lock = train_lock_step(model, base, x, y, jobs, rule, 20, 1)
-        torch.set_num_threads(2)
-        loop_2 = train_loop(model, base, x, y, jobs, rule, 20, 1)
-    finally:
-        torch.set_num_threads(threads)
+    loop, lock, loop_2 = on_one_and_two_threads(
+        lambda: train_loop(model, base, x, y, jobs, rule, 20, 1),
+        lambda: train_lock_step(model, base, x, y, jobs, rule, 20, 1),
+    )
 
     def off(a, b, k):
-        return max(
-            float((p.state[k] - q.state[k]).abs().max() / (p.state[k] - base[k]).abs().max())
-            for p, q in zip(a, b, strict=True)
-        )
+        return step_offset(a, b, base, k)
 
     for k, v in base.items():
         if not v.is_floating_point():

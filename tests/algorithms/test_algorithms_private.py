@@ -3,11 +3,10 @@ exactly its size, persists in the device's host, and is the same on every runtim
 
 import pytest
 import torch
-from helpers import REPO, cut_and_resume, run_on_ray, same_files, shared_data_dir
+from helpers import REPO, cut_and_resume, run_on_ray, same_files, shared_data_dir, watch_uploads
 
 from fedsim.api import run
 from fedsim.config import load_scenario
-from fedsim.runtime.nodes import EdgeServer
 
 MNIST = REPO / "scenarios" / "mnist_2nn.yaml"
 FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv")
@@ -42,24 +41,7 @@ def test_private_values_never_leave_and_shrink_every_upload_by_their_size(
     tmp_path, monkeypatch, private
 ):
     # Arrange: watch every payload an edge reads and every model it sends to the cloud
-    seen: list[set[str]] = []
-    aggregate, upload = EdgeServer.aggregate, EdgeServer.upload
-
-    def watch_aggregate(self, weights, payloads):
-        def each():
-            for p in payloads:
-                seen.append(set(p))
-                yield p
-
-        return aggregate(self, weights, each())
-
-    def watch_upload(self):
-        out = upload(self)
-        seen.append(set(out.state))
-        return out
-
-    monkeypatch.setattr(EdgeServer, "aggregate", watch_aggregate)
-    monkeypatch.setattr(EdgeServer, "upload", watch_upload)
+    seen = watch_uploads(monkeypatch)
 
     # Act
     fl = run(load_scenario(MNIST, list(SMALL)), tmp_path / "fl")

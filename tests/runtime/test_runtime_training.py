@@ -13,7 +13,6 @@ from torch.func import functional_call
 
 from fedsim.runtime.training import (
     DeviceJob,
-    DeviceResult,
     LocalSGD,
     _fused_plan,
     batch_order,
@@ -349,7 +348,7 @@ def test_lock_step_agrees_with_the_loop_to_rounding_per_step_on_mnist_with_batch
     # differences grow about 60-fold a step (chaotic training: a channel the ReLU leaves
     # nearly constant has a batch std near 4e-3, which BatchNorm divides by), reaching O(1)
     # after an epoch -- for lock-step against the loop as for the loop against itself.
-    from helpers import shared_data_dir
+    from helpers import on_one_and_two_threads, shared_data_dir, step_offset
 
     from fedsim.data import load_dataset
     from fedsim.models import build_model
@@ -367,22 +366,13 @@ def test_lock_step_agrees_with_the_loop_to_rounding_per_step_on_mnist_with_batch
     jobs = [DeviceJob(d, np.arange(d * 20, d * 20 + 20, dtype=np.int64), 100 + d)
             for d in range(n)]  # fmt: skip
     opt = LocalSGD(0.3, 1, 20)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        loop = train_loop(model, base, x, y, jobs, opt)
-        lock = train_vectorized(model, base, x, y, jobs, opt, backend="fused")
-        torch.set_num_threads(2)
-        loop_2 = train_loop(model, base, x, y, jobs, opt)
-    finally:
-        torch.set_num_threads(threads)
+    loop, lock, loop_2 = on_one_and_two_threads(
+        lambda: train_loop(model, base, x, y, jobs, opt),
+        lambda: train_vectorized(model, base, x, y, jobs, opt, backend="fused"),
+    )
 
-    def off(a: list[DeviceResult], b: list[DeviceResult], k: str) -> float:
-        """Largest difference over the devices, relative to the loop's step."""
-        return max(
-            float((p.state[k] - q.state[k]).abs().max() / (p.state[k] - base[k]).abs().max())
-            for p, q in zip(a, b, strict=True)
-        )
+    def off(a, b, k):
+        return step_offset(a, b, base, k)
 
     for k, v in base.items():
         if not v.is_floating_point():
