@@ -156,7 +156,7 @@ FIG5: dict[str, dict[float, str]] = {
         1.0: "{use: pfedme, params: {lr: 0.03, lam: 3.0, local_epochs: 1, batch_size: 20}}",
     },
 }
-FIG5_ROUNDS = (10, 25, 50, 100, 200)  # rounds of the Fig. 5 table
+FIG5_ROUNDS = (10, 25, 50, 60, 100, 200)  # rounds of the Fig. 5 table (60: the runs here)
 
 
 @dataclass(frozen=True)
