@@ -11,7 +11,6 @@ and each one updates BatchNorm's running statistics, in the loop as in lock-step
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -21,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from fedsim.runtime.batchnorm import _bn_momentum, _StatBN, _update_running, has_batchnorm
+from fedsim.runtime.batchnorm import has_batchnorm
 from fedsim.runtime.training import (
     DEFAULT_GROUP_SIZE,
     DeviceJob,
@@ -33,6 +31,7 @@ from fedsim.runtime.training import (
     lock_step_chunks,
     step_rows,
 )
+from fedsim.runtime.vmapped import stat_loss
 
 State = dict[str, Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -132,30 +131,11 @@ class StackedGrads:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        work = copy.deepcopy(model)
-        sink: list[tuple[Tensor, Tensor]] = []
-        self.bns: list[tuple[str, _BatchNorm]] = []
-        for name, mod in list(work.named_modules()):
-            for cname, child in list(mod.named_children()):
-                if isinstance(child, _BatchNorm):
-                    if not (child.affine and child.track_running_stats):
-                        raise NotImplementedError("BatchNorm without affine/running stats")
-                    self.bns.append((f"{name}.{cname}" if name else cname, child))
-                    setattr(mod, cname, _StatBN(child, sink))
-                elif isinstance(child, nn.Dropout | nn.Dropout1d | nn.Dropout2d) and child.p > 0:
-                    raise NotImplementedError("dropout is not supported in lock-step")
-        work.train()
-        self.param_names = [n for n, _ in work.named_parameters()]
+        f = stat_loss(model, "lock-step training")
+        self._f = f
+        self.param_names = f.param_names
         self.stacked: State = {}
-
-        def loss_fn(params: State, buffers: State, xb: Tensor, yb: Tensor) -> tuple[Tensor, Any]:
-            sink.clear()
-            loss = F.cross_entropy(functional_call(work, (params, buffers), (xb,)), yb)
-            stats = list(sink)
-            sink.clear()
-            return loss, (loss.detach(), stats)
-
-        grad_fn = grad(loss_fn, has_aux=True)
+        grad_fn = grad(f.loss, has_aux=True)
 
         def dot_fn(params: State, v: State, buffers: State, xb: Tensor, yb: Tensor) -> Any:
             g, aux = grad_fn(params, buffers, xb, yb)
@@ -167,38 +147,19 @@ class StackedGrads:
     def bind(self, stacked: State) -> None:
         """Use ``stacked`` (updated in place) for buffers and running statistics."""
         self.stacked = stacked
-        stats = {f"{p}.{b}" for p, _ in self.bns for b in _BN_STATS}
-        self._buffers = {
-            n: t for n, t in stacked.items() if n not in self.param_names and n not in stats
-        }
-
-    def _record(self, stats: list[tuple[Tensor, Tensor]]) -> None:
-        for (prefix, bn), (mean, var_unbiased) in zip(self.bns, stats, strict=True):
-            tracked = self.stacked[prefix + ".num_batches_tracked"]
-            tracked.add_(1)
-            _update_running(
-                self.stacked[prefix + ".running_mean"],
-                self.stacked[prefix + ".running_var"],
-                tracked,
-                _bn_momentum(bn, tracked),
-                mean,
-                var_unbiased,
-            )
+        self._buffers = self._f.buffers(stacked)
 
     def grad(self, params: State, xb: Tensor, yb: Tensor) -> tuple[State, Tensor]:
         """Return every device's gradient and batch loss (shape ``(D,)``)."""
         grads, (loss, stats) = self._grad(params, self._buffers, xb, yb)
-        self._record(stats)
+        self._f.record(self.stacked, stats)
         return grads, loss
 
     def hvp(self, params: State, v: State, xb: Tensor, yb: Tensor) -> State:
         """Return every device's Hessian-vector product."""
         hv, (_, stats) = self._hvp(params, v, self._buffers, xb, yb)
-        self._record(stats)
+        self._f.record(self.stacked, stats)
         return dict(hv)
-
-
-_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,64 +25,31 @@ from fedsim.runtime.optim import OPT_PREFIX, LocalSGD
 State = dict[str, Tensor]
 
 
-def _vmap_trainer(
-    model: nn.Module,
-) -> tuple[Callable[..., Any], list[str], list[tuple[str, _BatchNorm]]]:
-    """Return a batched step ``(params, buffers, xb, yb) -> (grads, (loss, stats))``."""
-    work = copy.deepcopy(model)
-    sink: list[tuple[Tensor, Tensor]] = []
-    bns: list[tuple[str, _BatchNorm]] = []
-    for name, mod in list(work.named_modules()):
-        for cname, child in list(mod.named_children()):
-            if isinstance(child, _BatchNorm):
-                if not (child.affine and child.track_running_stats):
-                    raise NotImplementedError("BatchNorm without affine/running stats")
-                full = f"{name}.{cname}" if name else cname
-                bns.append((full, child))
-                setattr(mod, cname, _StatBN(child, sink))
-            elif isinstance(child, nn.Dropout | nn.Dropout1d | nn.Dropout2d) and child.p > 0:
-                raise NotImplementedError("dropout is not supported by train_vectorized")
-    work.train()
-    param_names = [n for n, _ in work.named_parameters()]
+@dataclass
+class StatLoss:
+    """A model's cross-entropy as a function of its values, for ``torch.func`` transforms.
 
-    def loss_fn(
-        params: State,
-        buffers: State,
-        xb: Tensor,
-        yb: Tensor,
-    ) -> tuple[Tensor, tuple[Tensor, list[tuple[Tensor, Tensor]]]]:
-        sink.clear()
-        out = functional_call(work, (params, buffers), (xb,))
-        loss = F.cross_entropy(out, yb)
-        stats = list(sink)
-        sink.clear()
-        return loss, (loss.detach(), stats)
+    ``loss(params, buffers, xb, yb)`` returns ``(loss, (loss.detach(), stats))`` with the
+    batch statistics of every BatchNorm layer (``bns``: their names and modules, in forward
+    order), which :meth:`record` writes into stacked running statistics afterwards.
+    """
 
-    step = vmap(grad(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0), randomness="error")
-    return step, param_names, bns
+    loss: Callable[..., tuple[Tensor, tuple[Tensor, list[tuple[Tensor, Tensor]]]]]
+    param_names: list[str]
+    bns: list[tuple[str, _BatchNorm]]
 
+    def buffers(self, stacked: State) -> State:
+        """Return the stacked buffers the forward pass reads (not running stats, optimiser)."""
+        stats = {f"{p}.{b}" for p, _ in self.bns for b in _BN_STATS}
+        return {
+            n: t
+            for n, t in stacked.items()
+            if n not in self.param_names and n not in stats and not n.startswith(OPT_PREFIX)
+        }
 
-def _vmap_train(
-    model: nn.Module,
-    stacked: State,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    opt: LocalSGD,
-) -> Tensor:
-    """Run vmap(grad) steps on stacked state (in place); return losses (steps, D)."""
-    step, param_names, bns = _vmap_trainer(model)
-    bn_names = {
-        f"{p}.{b}" for p, _ in bns for b in ("running_mean", "running_var", "num_batches_tracked")
-    }
-    params = {n: stacked[n] for n in param_names}
-    buffers = {
-        n: t
-        for n, t in stacked.items()
-        if n not in params and n not in bn_names and not n.startswith(OPT_PREFIX)
-    }
-    losses = []
-    for xb, yb in batches:
-        grads, (loss, stats) = step(params, buffers, xb, yb)
-        for (prefix, bn), (mean, var_unbiased) in zip(bns, stats, strict=True):
+    def record(self, stacked: State, stats: list[tuple[Tensor, Tensor]]) -> None:
+        """Update the stacked running statistics with one forward pass's batch statistics."""
+        for (prefix, bn), (mean, var_unbiased) in zip(self.bns, stats, strict=True):
             tracked = stacked[prefix + ".num_batches_tracked"]
             tracked.add_(1)
             _update_running(
@@ -93,6 +60,61 @@ def _vmap_train(
                 mean,
                 var_unbiased,
             )
+
+
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def stat_loss(model: nn.Module, what: str = "lock-step training") -> StatLoss:
+    """Return :class:`StatLoss` of a copy of ``model`` whose BatchNorms report batch stats.
+
+    Raises
+    ------
+    NotImplementedError
+        A BatchNorm without affine weights or running statistics, or dropout (randomness
+        would differ between devices trained together).
+    """
+    work = copy.deepcopy(model)
+    sink: list[tuple[Tensor, Tensor]] = []
+    bns: list[tuple[str, _BatchNorm]] = []
+    for name, mod in list(work.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, _BatchNorm):
+                if not (child.affine and child.track_running_stats):
+                    raise NotImplementedError("BatchNorm without affine/running stats")
+                bns.append((f"{name}.{cname}" if name else cname, child))
+                setattr(mod, cname, _StatBN(child, sink))
+            elif isinstance(child, nn.Dropout | nn.Dropout1d | nn.Dropout2d) and child.p > 0:
+                raise NotImplementedError(f"dropout is not supported by {what}")
+    work.train()
+
+    def loss_fn(
+        params: State, buffers: State, xb: Tensor, yb: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, list[tuple[Tensor, Tensor]]]]:
+        sink.clear()
+        loss = F.cross_entropy(functional_call(work, (params, buffers), (xb,)), yb)
+        stats = list(sink)
+        sink.clear()
+        return loss, (loss.detach(), stats)
+
+    return StatLoss(loss_fn, [n for n, _ in work.named_parameters()], bns)
+
+
+def _vmap_train(
+    model: nn.Module,
+    stacked: State,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    opt: LocalSGD,
+) -> Tensor:
+    """Run vmap(grad) steps on stacked state (in place); return losses (steps, D)."""
+    f = stat_loss(model, "train_vectorized")
+    step = vmap(grad(f.loss, has_aux=True), in_dims=(0, 0, 0, 0), randomness="error")
+    params = {n: stacked[n] for n in f.param_names}
+    buffers = f.buffers(stacked)
+    losses = []
+    for xb, yb in batches:
+        grads, (loss, stats) = step(params, buffers, xb, yb)
+        f.record(stacked, stats)
         opt.step(params, grads, stacked)
         losses.append(loss)
     return torch.stack(losses) if losses else torch.zeros(0, 0)
