@@ -57,6 +57,17 @@ class Aggregate:
     weight: float
 
 
+def epoch_batches(num_samples: int, batch_size: int) -> list[int]:
+    """Return the batch sizes of one pass over ``num_samples``: full ones, then the rest."""
+    full, rest = divmod(num_samples, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
+
+
+def batch_count(num_samples: int, batch_size: int) -> int:
+    """Return ``len(epoch_batches(num_samples, batch_size))`` without the list."""
+    return -(-num_samples // batch_size)
+
+
 class Algorithm(ABC):
     """Base class of an FL algorithm (one file per algorithm holds all its halves).
 

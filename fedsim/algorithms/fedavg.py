@@ -8,7 +8,14 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State
+from fedsim.algorithms.base import (
+    Algorithm,
+    DeviceTask,
+    DeviceUpdate,
+    State,
+    batch_count,
+    epoch_batches,
+)
 from fedsim.algorithms.private import Private, private_keys
 from fedsim.bounds import in_range
 from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop, train_vectorized
@@ -50,9 +57,7 @@ class FedAvg(Algorithm):
 
     def steps(self, num_samples: int) -> list[int]:
         """Return ``local_epochs`` passes of full batches plus the last partial one."""
-        b = self.params.batch_size
-        full, rest = divmod(num_samples, b)
-        return ([b] * full + ([rest] if rest else [])) * self.params.local_epochs
+        return epoch_batches(num_samples, self.params.batch_size) * self.params.local_epochs
 
     def largest_batch(self, num_samples: int) -> int:
         """Return ``min(batch_size, num_samples)`` (1 when there are no samples)."""
@@ -60,7 +65,7 @@ class FedAvg(Algorithm):
 
     def num_steps(self, num_samples: int) -> int:
         """Return ``local_epochs * ceil(num_samples / batch_size)`` (without the list)."""
-        return -(-num_samples // self.params.batch_size) * self.params.local_epochs
+        return batch_count(num_samples, self.params.batch_size) * self.params.local_epochs
 
     def train(
         self,

@@ -23,7 +23,7 @@ from pydantic import Field
 from fedsim.algorithms.base import State
 from fedsim.algorithms.fedavg import FedAvg, FedAvgParams
 from fedsim.bounds import in_range
-from fedsim.runtime.optim import LocalAdam, initial_optimizer_state, moment_keys
+from fedsim.runtime.optim import LocalAdam, moment_keys
 
 
 class FedAvgAdamParams(FedAvgParams):
@@ -66,4 +66,4 @@ class FedAvgAdam(FedAvg):
         """Return the model's values with zero moments and a step count of 0."""
         state = super().initial_state(model)
         params = [n for n, p in model.named_parameters() if p.requires_grad]
-        return state | initial_optimizer_state(self.optimizer, state, params)
+        return state | self.optimizer.fresh_state(state, params)

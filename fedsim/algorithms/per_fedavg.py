@@ -50,7 +50,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsim.algorithms.base import State
+from fedsim.algorithms.base import State, batch_count, epoch_batches
 from fedsim.algorithms.local_rule import LocalRuleAlgorithm
 from fedsim.bounds import in_range
 from fedsim.runtime.meta_training import Batch, Grads
@@ -136,9 +136,7 @@ class PerFedAvg(LocalRuleAlgorithm):
 
     def _stream(self, num_samples: int) -> list[int]:
         """Return the batch sizes of a round's batch stream (2 or 3 epochs per local epoch)."""
-        b = self.params.batch_size
-        full, rest = divmod(num_samples, b)
-        epoch = [b] * full + ([rest] if rest else [])
+        epoch = epoch_batches(num_samples, self.params.batch_size)
         return epoch * (self.rule.batches_per_step * self.params.local_epochs)
 
     def steps(self, num_samples: int) -> list[int]:
@@ -154,5 +152,5 @@ class PerFedAvg(LocalRuleAlgorithm):
 
     def num_steps(self, num_samples: int) -> int:
         """Return the length of :meth:`steps`: 2 or 4 gradients for each of the K steps."""
-        k = -(-num_samples // self.params.batch_size) * self.params.local_epochs
+        k = batch_count(num_samples, self.params.batch_size) * self.params.local_epochs
         return (2 if self.params.variant == "first_order" else 4) * k

@@ -42,7 +42,7 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsim.algorithms.base import State
+from fedsim.algorithms.base import State, batch_count, epoch_batches
 from fedsim.algorithms.local_rule import LocalRuleAlgorithm
 from fedsim.bounds import in_range
 from fedsim.runtime.meta_training import Batch, Grads
@@ -130,14 +130,13 @@ class PFedMe(LocalRuleAlgorithm):
 
     def steps(self, num_samples: int) -> list[int]:
         """Return one batch size per batch gradient: each FedAvg batch ``inner_steps`` times."""
-        b, k = self.params.batch_size, self.params.inner_steps
-        full, rest = divmod(num_samples, b)
-        epoch = [b] * (full * k) + [rest] * (k if rest else 0)
+        k = self.params.inner_steps
+        epoch = [b for b in epoch_batches(num_samples, self.params.batch_size) for _ in range(k)]
         return epoch * self.params.local_epochs
 
     def num_steps(self, num_samples: int) -> int:
         """Return the length of :meth:`steps`: ``inner_steps`` gradients for each of R steps."""
-        r = -(-num_samples // self.params.batch_size) * self.params.local_epochs
+        r = batch_count(num_samples, self.params.batch_size) * self.params.local_epochs
         return self.params.inner_steps * r
 
     def server_step(

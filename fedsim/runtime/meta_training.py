@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from fedsim.runtime.batchnorm import has_batchnorm
 from fedsim.runtime.training import (
     DEFAULT_GROUP_SIZE,
     DeviceJob,
     DeviceResult,
     _stacked,
-    batch_order,
+    check_batchnorm,
+    device_batches,
     lock_step_chunks,
     step_rows,
 )
@@ -64,24 +64,6 @@ class LocalRule(Protocol):
 
     def adapt(self, grads: Grads, w: State, batch: Batch) -> State:
         """Return the user model's parameters made from ``w`` on one batch."""
-
-
-def _check_bn(model: nn.Module, batch_size: int) -> bool:
-    bn = has_batchnorm(model)
-    if bn and batch_size == 1:
-        raise ValueError("batch_size 1 is not supported for models with BatchNorm")
-    return bn
-
-
-def device_batches(job: DeviceJob, batch_size: int, epochs: int, bn: bool) -> list[np.ndarray]:
-    """Return a device's batches (rows of the host's data): ``epochs`` seeded permutations.
-
-    The batches of :func:`fedsim.runtime.training.batch_order` (an epoch's single-sample
-    last batch dropped when the model has BatchNorm), mapped to the device's rows.
-    """
-    idx = np.asarray(job.train_idx, dtype=np.int64)
-    order = batch_order(len(idx), batch_size, epochs, job.seed, drop_singleton=bn)
-    return [idx[b] for b in order]
 
 
 # ----------------------------------------------------------------------------------------
@@ -189,7 +171,7 @@ def train_loop(
     A device's batches are :func:`device_batches` over ``epochs * rule.batches_per_step`` epochs,
     taken ``rule.batches_per_step`` at a time, one group per step. Results own their storage.
     """
-    bn = _check_bn(model, batch_size)
+    bn = check_batchnorm(model, batch_size)
     grads = ModuleGrads(model)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     results = []
@@ -231,7 +213,7 @@ def train_lock_step(
     lone device stacked with a copy of itself (so its bits do not depend on its company).
     Results are views into their chunk's stacked tensors.
     """
-    bn = _check_bn(model, batch_size)
+    bn = check_batchnorm(model, batch_size)
     state = {k: v.detach() for k, v in global_state.items()}
     grads = StackedGrads(model)
     per_job = [device_batches(job, batch_size, epochs * rule.batches_per_step, bn) for job in jobs]
@@ -274,7 +256,7 @@ def user_model(
     ``seed``; its forward passes update BatchNorm's running statistics (train mode). A
     device without a batch (no rows; one row and BatchNorm) keeps ``state``.
     """
-    bn = _check_bn(model, batch_size)
+    bn = check_batchnorm(model, batch_size)
     rows = device_batches(DeviceJob(-1, train_idx, seed), batch_size, 1, bn)
     if not rows:
         return state

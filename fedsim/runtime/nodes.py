@@ -153,7 +153,8 @@ class DeviceHost:
         """
         ids = [int(d) for d in device_ids]
         own = [d for d in ids if self._personalises or d in self.private.own]
-        shared = [d for d in ids if d not in set(own)]
+        mine = set(own)
+        shared = [d for d in ids if d not in mine]
         out = dict(zip(shared, self._shared_accuracies(state, shared), strict=True))
         if own:
             key = _state_key(state) if self._personalises else 0

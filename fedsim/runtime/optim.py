@@ -55,9 +55,9 @@ class LocalSGD:
     local_epochs: int
     batch_size: int
 
-    def state_keys(self, params: Sequence[str]) -> list[str]:
-        """Return the optimiser keys a device's state carries (none for SGD)."""
-        return []
+    def fresh_state(self, model_state: Mapping[str, Tensor], params: Sequence[str]) -> State:
+        """Return the optimiser values of a device that has none yet (SGD keeps none)."""
+        return {}
 
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: State) -> None:
         """Apply one step in place: ``p -= lr * g`` for every parameter with a gradient."""
@@ -87,9 +87,15 @@ class LocalAdam(LocalSGD):
     beta2: float = 0.999
     eps: float = 1e-7
 
-    def state_keys(self, params: Sequence[str]) -> list[str]:
-        """Return the moment keys of every parameter, then the step count."""
-        return [k for name in params for k in moment_keys(name)] + [STEP_KEY]
+    def fresh_state(self, model_state: Mapping[str, Tensor], params: Sequence[str]) -> State:
+        """Return zero moments for every parameter of ``params`` and a float64 step count 0."""
+        out: State = {}
+        for name in params:
+            m_key, v_key = moment_keys(name)
+            out[m_key] = torch.zeros_like(model_state[name])
+            out[v_key] = torch.zeros_like(model_state[name])
+        out[STEP_KEY] = torch.zeros((), dtype=torch.float64)
+        return out
 
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: State) -> None:
         """Apply one Adam step in place to ``params`` and to the moments in ``state``."""
@@ -109,17 +115,3 @@ class LocalAdam(LocalSGD):
             p, g, m, v, [], st, amsgrad=False, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
             weight_decay=0.0, eps=self.eps, maximize=False, grad_scale=None, found_inf=None,
         )  # fmt: skip
-
-
-def initial_optimizer_state(
-    opt: LocalSGD, model_state: Mapping[str, Tensor], params: Sequence[str]
-) -> State:
-    """Return a fresh optimiser state for ``params`` (zeros; step count 0 in float64)."""
-    out: State = {}
-    for key in opt.state_keys(params):
-        if key == STEP_KEY:
-            out[key] = torch.zeros((), dtype=torch.float64)
-        else:
-            name = key.split("/", 2)[2]
-            out[key] = torch.zeros_like(model_state[name])
-    return out

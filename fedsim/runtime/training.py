@@ -22,7 +22,6 @@ from fedsim.runtime.fused import _fused_plan, _fused_train
 from fedsim.runtime.optim import (
     LocalAdam,
     LocalSGD,
-    initial_optimizer_state,
     model_part,
 )
 from fedsim.runtime.vmapped import _vmap_train
@@ -150,16 +149,22 @@ def batch_order(
     return batches
 
 
-def _check(model: nn.Module, opt: LocalSGD) -> bool:
+def check_batchnorm(model: nn.Module, batch_size: int) -> bool:
+    """Return whether ``model`` has BatchNorm, refusing batches of one sample with it."""
     bn = has_batchnorm(model)
-    if bn and opt.batch_size == 1:
+    if bn and batch_size == 1:
         raise ValueError("batch_size 1 is not supported for models with BatchNorm")
     return bn
 
 
-def _device_batches(job: DeviceJob, opt: LocalSGD, bn: bool) -> list[np.ndarray]:
+def device_batches(job: DeviceJob, batch_size: int, epochs: int, bn: bool) -> list[np.ndarray]:
+    """Return a device's batches (rows of the host's data): ``epochs`` seeded permutations.
+
+    The batches of :func:`batch_order` (an epoch's single-sample last batch dropped when
+    the model has BatchNorm, ``bn``), mapped to the device's rows.
+    """
     idx = np.asarray(job.train_idx, dtype=np.int64)
-    order = batch_order(len(idx), opt.batch_size, opt.local_epochs, job.seed, drop_singleton=bn)
+    order = batch_order(len(idx), batch_size, epochs, job.seed, drop_singleton=bn)
     return [idx[b] for b in order]
 
 
@@ -208,7 +213,7 @@ def train_loop(
     list of DeviceResult
         One result per job, in the order of ``jobs``.
     """
-    bn = _check(model, opt)
+    bn = check_batchnorm(model, opt.batch_size)
     model.train()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     results = []
@@ -216,7 +221,7 @@ def train_loop(
         start = global_state if job.base is None else job.base
         model.load_state_dict(model_part(start))
         opt_state = _optimizer_state(opt, start, list(params))
-        batches = _device_batches(job, opt, bn)
+        batches = device_batches(job, opt.batch_size, opt.local_epochs, bn)
         losses = []
         for b in batches:
             bt = torch.from_numpy(b)
@@ -243,7 +248,7 @@ def train_loop(
 
 def _optimizer_state(opt: LocalSGD, start: State, params: Sequence[str]) -> State:
     """Return the device's own copy of its optimiser values (fresh where ``start`` has none)."""
-    fresh = initial_optimizer_state(opt, start, params)
+    fresh = opt.fresh_state(start, params)
     return {k: start[k].detach().clone() if k in start else v for k, v in fresh.items()}
 
 
@@ -356,15 +361,15 @@ def train_vectorized(
     list of DeviceResult
         One result per job, in the order of ``jobs``.
     """
-    bn = _check(model, opt)
+    bn = check_batchnorm(model, opt.batch_size)
     plan = _fused_plan(model) if backend in ("auto", "fused") else None
     if backend == "fused" and plan is None:
         raise ValueError("the model is not a chain of Linear/ReLU/BatchNorm1d/Flatten")
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     state = {k: v.detach() for k, v in global_state.items()}
-    state = initial_optimizer_state(opt, state, trained) | state  # fresh values where none
+    state = opt.fresh_state(state, trained) | state  # fresh values where it has none
 
-    per_job = [_device_batches(job, opt, bn) for job in jobs]
+    per_job = [device_batches(job, opt.batch_size, opt.local_epochs, bn) for job in jobs]
     results: list[DeviceResult | None] = [None] * len(jobs)
     for signature, chunk, padded in lock_step_chunks(jobs, per_job, group_size):
         n = len(padded)
