@@ -15,7 +15,7 @@ the ratio is against FedAvg measured in the same process. Targets (issue 20): Fe
 ≤ 1.5 ×, private patches ≤ 1.2 ×.
 
     FEDSIM_DATA=../shared/data python benchmarks/bench_mtfl.py [--rounds 6] [--repeat 1]
-        [--no-ua] [--only fedavg,fedavg_adam] [--json rows.json]
+        [--no-ua] [--only fedavg,fedavg_adam] [--json rows.json] [--set runtime.torch_threads=2]
 """
 
 from __future__ import annotations
@@ -60,9 +60,12 @@ def _use(sets: list[str]) -> str:
     return "fedavg"
 
 
-def seconds_per_round(name: str, rounds: int, ua: bool, out: Path) -> float:
+def seconds_per_round(
+    name: str, rounds: int, ua: bool, out: Path, extra: list[str] | None = None
+) -> float:
     """Run one variant; return its median wall seconds per round after the first."""
     sets = [
+        *(extra or []),
         *VARIANTS[name],
         f"stop.max_rounds={rounds}",
         "stop.target_accuracy=null",
@@ -81,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ua", action="store_true", help="evaluate the global model only")
     ap.add_argument("--only", help="comma-separated variant names (fedavg always runs)")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="override for every variant, e.g. runtime.torch_threads=2 (repeatable)",
+    )
     args = ap.parse_args(argv)
     names = [n for n in VARIANTS if _use(VARIANTS[n]) in BUILTIN_ALGORITHMS]
     skipped = [n for n in VARIANTS if n not in names]
@@ -91,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not registered, skipped: {', '.join(skipped)}", file=sys.stderr)
     walls: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="bench_mtfl_") as tmp:
-        seconds_per_round("fedavg", 2, not args.no_ua, Path(tmp) / "warm-up")  # not measured
+        # a warm-up, not measured
+        seconds_per_round("fedavg", 2, not args.no_ua, Path(tmp) / "warm-up", args.set)
         for rep in range(args.repeat):
             for name in names:
-                s = seconds_per_round(name, args.rounds, not args.no_ua, Path(tmp) / f"{rep}")
+                s = seconds_per_round(
+                    name, args.rounds, not args.no_ua, Path(tmp) / f"{rep}", args.set
+                )
                 walls[name].append(s)
                 print(f"pass {rep + 1}: {name:18s} {s:.3f} s/round", file=sys.stderr)
     base = statistics.median(walls["fedavg"])

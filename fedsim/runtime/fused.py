@@ -103,13 +103,21 @@ def _fused_train(
     """Run the hand-fused MLP steps on stacked state (in place); return losses (steps, D).
 
     Plain SGD updates each weight in place as soon as its gradient is known (``baddbmm_``,
-    no gradient tensor); any other optimiser gets every gradient of the step, then steps.
+    no gradient tensor); any other optimiser gets every gradient of the step, written into
+    buffers allocated once, then steps.
     """
     lr = opt.lr
     in_place = type(opt) is LocalSGD
+    grads: State = {}
+    if not in_place:
+        for op in plan:
+            if op.kind in ("linear", "bn"):
+                keys = [".weight", ".bias"] if op.kind == "bn" or op.has_bias else [".weight"]
+                for key in (op.prefix + k for k in keys):
+                    grads[key] = torch.empty_like(stacked[key])
+    opt_step = opt.stepper({k: stacked[k] for k in grads}, grads, stacked)
     losses = []
     for xb, yb in batches:
-        grads: State = {}
         bsz = xb.shape[1]
         h = xb.flatten(2) if xb.dim() > 3 else xb
         saved: list[Any] = []
@@ -165,9 +173,9 @@ def _fused_train(
                     if op.has_bias:
                         stacked[op.prefix + ".bias"].sub_(lr * g.sum(1))
                 else:
-                    grads[op.prefix + ".weight"] = torch.bmm(g.mT, s)
+                    torch.bmm(g.mT, s, out=grads[op.prefix + ".weight"])
                     if op.has_bias:
-                        grads[op.prefix + ".bias"] = g.sum(1)
+                        torch.sum(g, 1, out=grads[op.prefix + ".bias"])
                 if g_in is None:
                     break  # the first layer: no gradient to pass further down
                 g = g_in
@@ -188,10 +196,10 @@ def _fused_train(
                     gamma.sub_(lr * dgamma)
                     stacked[op.prefix + ".bias"].sub_(lr * dbeta)
                 else:
-                    grads[op.prefix + ".weight"] = dgamma
-                    grads[op.prefix + ".bias"] = dbeta
+                    grads[op.prefix + ".weight"].copy_(dgamma)
+                    grads[op.prefix + ".bias"].copy_(dbeta)
             if g is None:
                 break
         if not in_place:
-            opt.step({k: stacked[k] for k in grads}, grads, stacked)
+            opt_step()
     return torch.stack(losses) if losses else torch.zeros(0, 0)
