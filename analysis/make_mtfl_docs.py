@@ -201,6 +201,7 @@ class Setting:
     target: float | None = None  # None: the scenarios' (0.97)
     quick: bool = False
     sets: tuple[str, ...] = field(default=())
+    rate_from_c05: bool = False  # C = 1.0 cells run only the rate that won at C = 0.5
 
 
 QUICK = Setting(seeds=1, max_rounds=8, target=0.8, quick=True)
@@ -305,6 +306,24 @@ def run_cells(
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def rate_of_c05(
+    cell: Cell, cells: Sequence[Cell], by: dict[tuple[str, str], list[RunData]], part: str
+) -> Cell:
+    """Return ``cell`` with only the option that won its C = 0.5 twin (all if none ran)."""
+    metric = "ua_mean" if part == "table2" else "ua_mean_clean"
+    same = (cell.part, cell.algorithm, cell.private, cell.w)
+    twin = next(
+        (x for x in cells if x.c == 0.5 and (x.part, x.algorithm, x.private, x.w) == same), None
+    )
+    if twin is None:
+        return cell
+    stats = {tag: option_stats(by[(twin.name, tag)], metric) for tag, _ in twin.options
+             if by.get((twin.name, tag))}  # fmt: skip
+    best = best_option(stats)
+    kept = tuple(o for o in cell.options if o[0] == best)
+    return replace(cell, options=kept or cell.options)
 
 
 def _target_of(runs: Sequence[RunData]) -> tuple[float, int]:
@@ -556,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=None, help="default docs/mtfl_reproduction.md")
     parser.add_argument("--no-doc", action="store_true", help="leave the doc alone")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value (all)")
+    parser.add_argument(
+        "--rate-from-c05",
+        action="store_true",
+        help="C = 1.0 cells run only the rate that won the same cell at C = 0.5 (half the runs)",
+    )
     args = parser.parse_args(argv)
 
     base = QUICK if args.quick else Setting()
@@ -566,7 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(c not in (0.5, 1.0) for c in cs):
         parser.error(f"--c: expected the paper's 0.5 and/or 1.0 (got {list(cs)})")
     setting = replace(
-        base, seeds=args.seeds or base.seeds, ws=tuple(args.w), cs=cs, sets=tuple(args.sets)
+        base,
+        seeds=args.seeds or base.seeds,
+        ws=tuple(args.w),
+        cs=cs,
+        sets=tuple(args.sets),
+        rate_from_c05=args.rate_from_c05,
     )
     out = args.out or ROOT / ("runs/mtfl_quick" if args.quick else "runs/mtfl")
     img = (args.img or (out / "img" if args.quick else ROOT / "docs/img")) / "mtfl_fig5.png"
@@ -615,7 +644,12 @@ def run_parts(
         for w in warnings:
             print(w, file=sys.stderr)
         skipped = [x for x in cells if x not in ok]
-        by = run_cells(ok, out, setting, parallel)
+        if setting.rate_from_c05 and part != "fig5":
+            by = run_cells([x for x in ok if x.c == 0.5], out, setting, parallel)
+            ok = [x if x.c == 0.5 else rate_of_c05(x, ok, by, part) for x in ok]
+            by |= run_cells([x for x in ok if x.c != 0.5], out, setting, parallel)
+        else:
+            by = run_cells(ok, out, setting, parallel)
         if part == "fig5":
             rs = fig5_runset(ok, by)
             if rs.runs:

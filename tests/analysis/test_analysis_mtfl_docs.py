@@ -20,6 +20,7 @@ from analysis.make_mtfl_docs import (
     fig5_table,
     fmt_rounds,
     paper_value,
+    rate_of_c05,
     runnable,
     table_cells,
 )
@@ -103,6 +104,28 @@ def test_the_rate_with_fewest_misses_then_fewest_rounds_is_shown():
     missing = Cell("table2", "fedavg_adam", "FedAvg-Adam", "none", 200, 0.5, (("lr0.001", ()),))
     table, _ = cell_table("table2", [missing], {}, "ua_mean")
     assert table.iloc[0]["C = 0.5: ours"] == "not run" and table.iloc[0]["C = 0.5: paper"] == "44"
+
+
+def test_rate_from_c05_keeps_the_rate_that_won_the_same_cell_at_c05():
+    options = (("lr0.1", ("rounds.participation=0.5",)), ("lr0.3", ("rounds.participation=0.5",)))
+    c05 = Cell("table2", "fedavg", "FedAvg", "gamma_beta", 200, 0.5, options)
+    c10 = Cell(
+        "table2",
+        "fedavg",
+        "FedAvg",
+        "gamma_beta",
+        200,
+        1.0,
+        (("lr0.1", ("rounds.participation=1.0",)), ("lr0.3", ("rounds.participation=1.0",))),
+    )
+    other = Cell("table2", "fedavg", "FedAvg", "none", 200, 1.0, c10.options)  # fmt: skip
+    slow = [fake_run([0.9] * 9 + [0.97], s) for s in (1, 2, 3)]
+    fast = [fake_run([0.9, 0.97], s) for s in (1, 2, 3)]
+    by = {(c05.name, "lr0.1"): slow, (c05.name, "lr0.3"): fast}
+    kept = rate_of_c05(c10, [c05, c10, other], by, "table2")
+    assert kept.options == (c10.options[1],) and kept.c == 1.0
+    # no C = 0.5 twin ran: every rate stays
+    assert rate_of_c05(other, [c05, c10, other], by, "table2") == other
 
 
 def test_formats_and_choice_edge_cases():
