@@ -8,4 +8,6 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "per_fedavg": "fedsim.algorithms.per_fedavg:PerFedAvg",
     "pfedme": "fedsim.algorithms.pfedme:PFedMe",
     "fedavg_adam": "fedsim.algorithms.fedavg_adam:FedAvgAdam",
+    "fedper": "fedsim.algorithms.fedper:FedPer",
+    "ftl": "fedsim.algorithms.ftl:FTL",
 }
