@@ -17,7 +17,6 @@ from fedsim import checkpoint
 from fedsim.algorithms.base import algorithm_summary
 from fedsim.checkpoint import Checkpoint
 from fedsim.config import Scenario, load_scenario, scenario_from_dict
-from fedsim.data.noise import add_noise, noisy_devices
 from fedsim.errors import InputError, naming
 from fedsim.execution import (
     execute,
@@ -31,14 +30,15 @@ from fedsim.execution import (
 from fedsim.prepare import (
     Prepared,
     check,
-    device_partitions,
+    device_data,
     lock_step,
     make_runtime,
     model_meta,
 )
 from fedsim.results import PARTIAL, RunFolder, check_out_dir, default_out_dir, read_table
 from fedsim.runtime.base import Runtime
-from fedsim.sim.population import sample_counts
+from fedsim.sim.personalisation import personalisation_stage
+from fedsim.sim.population import Population, sample_counts
 from fedsim.sim.simulation import SimulationInputs
 
 __all__ = ["RunResult", "check", "load_scenario", "resume", "run"]
@@ -188,12 +188,9 @@ def _drive(
             scenario.seed,
         )  # fmt: skip
     else:
-        parts = device_partitions(prep)
-        if data.noise is not None:  # noisy clients: their own noisy copies of their rows
-            ids = noisy_devices(scenario.seed, len(parts), data.noise.fraction)
-            dataset, parts = add_noise(prep.dataset, parts, ids, data.noise.std, scenario.seed)
-            prep = dataclasses.replace(prep, dataset=dataset)
-            noisy = frozenset(ids.tolist())
+        # noisy clients (data.noise): their own noisy copies of their rows
+        dataset, parts, noisy = device_data(prep)
+        prep = dataclasses.replace(prep, dataset=dataset)
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
         runtime = make_runtime(prep, parts) if scenario.learning else None
     meta = meta_without_summary(
@@ -224,5 +221,9 @@ def _drive(
     timings["runtime_failures"] = list(runtime.failures) if runtime is not None else []
     if busy:  # asynchronous runs on Ray: when each device host trained (wall clock)
         timings["host_busy_s"] = busy
-    summary = finish(folder, meta, totals, result, timings)
+    stage = personalisation_stage(
+        prep.algorithm, Population.from_topology(scenario.topology), prep.profiles, prep.model,
+        samples,
+    )  # fmt: skip
+    summary = finish(folder, meta, totals, result, timings, stage)
     return RunResult(folder.path, summary)

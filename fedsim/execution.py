@@ -22,6 +22,7 @@ from fedsim.errors import InputError
 from fedsim.profiles import ProfileLibrary
 from fedsim.results import FINAL, PARTIAL, RunFolder, Totals
 from fedsim.runtime.base import Runtime
+from fedsim.sim.personalisation import PersonalisationStage
 from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS, UA_COLUMNS, UPDATE_COLUMNS
 from fedsim.sim.simulation import Simulation, SimulationInputs, SimulationResult
 
@@ -155,16 +156,20 @@ def finish(
     totals: Totals,
     result: SimulationResult,
     timings: dict[str, Any],
+    stage: PersonalisationStage | None = None,
 ) -> dict[str, Any]:
     """Write timings.json and run.json (the run is complete), drop the checkpoint.
 
-    Returns the summary.
+    ``stage``: the personalisation stage after training (``personalisation.csv`` and its
+    summary entries). Returns the summary.
     """
     summary = totals.summary(result.stopped_by)
     timings = {**timings, "wall_s_per_round": result.wall_s_per_round}
-    folder.finish(
-        {**meta, "summary": summary}, {"timings.json": json.dumps(timings, indent=2) + "\n"}
-    )
+    extra = {"timings.json": json.dumps(timings, indent=2) + "\n"}
+    if stage is not None:
+        summary.update(stage.summary(totals.virtual_time_s))
+        extra["personalisation.csv"] = stage.csv_text()
+    folder.finish({**meta, "summary": summary}, extra)
     checkpoint.remove(folder.path)
     return summary
 

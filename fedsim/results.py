@@ -27,7 +27,7 @@ PARTIAL = "run.partial.json"
 FINAL = "run.json"
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
     """Format one CSV cell: None is empty, floats use Python's shortest exact repr."""
     if value is None:
         return ""
@@ -185,7 +185,7 @@ class RunFolder:
 
     def append(self, name: str, rows: Iterable[Sequence[object]]) -> None:
         """Append rows to table ``name``."""
-        self._writers[name].writerows([_cell(v) for v in row] for row in rows)
+        self._writers[name].writerows([csv_cell(v) for v in row] for row in rows)
 
     def flush(self) -> None:
         """Hand everything written so far to the operating system (survives a crash)."""

@@ -154,6 +154,14 @@ class Algorithm(ABC):
         """
         return averaged, opt
 
+    def personalisation_steps(self, num_samples: int) -> list[int]:
+        """Return the batch sizes of the steps a device takes after training to personalise.
+
+        The personalisation stage (:mod:`fedsim.sim.personalisation`) charges them to the
+        virtual clock and the device's energy once the rounds end; the default is none.
+        """
+        return []
+
     def personalise(
         self,
         model: torch.nn.Module,

@@ -10,8 +10,10 @@ normalise with batch statistics during fine-tuning (the model is in train mode),
 
 The fine-tuning is stateless and seeded (``Algorithm.personalise``): the same evaluation of
 the same model gives the same user model on any runtime and after a resume. It is a
-measurement at each evaluation -- what each device would get by fine-tuning now -- and is
-not charged to the virtual clock.
+measurement at each evaluation -- what each device would get by fine-tuning now. The
+fine-tuning after the last round is charged to the clock and the devices' energy by the
+personalisation stage (:mod:`fedsim.sim.personalisation`: ``personalisation.csv`` and the
+summary's ``personalisation_s``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedsim.algorithms.base import State
+from fedsim.algorithms.base import State, epoch_batches
 from fedsim.algorithms.fedavg import FedAvg, FedAvgParams
 from fedsim.algorithms.fedper import last_layer
 from fedsim.algorithms.private import private_keys
@@ -64,6 +66,19 @@ class FTL(FedAvg):
         self.tuned = frozenset(n for n, _ in model.named_parameters() if n in tuned)
         self._tuned_values = tuned
 
+    def _tune_optimizer(self) -> LocalSGD:
+        p = self.params
+        return LocalSGD(
+            lr=p.tune_lr or p.lr,
+            local_epochs=p.tune_epochs,
+            batch_size=p.tune_batch_size or p.batch_size,
+        )
+
+    def personalisation_steps(self, num_samples: int) -> list[int]:
+        """Return the fine-tuning's steps: ``tune_epochs`` passes of ``tune_batch_size``."""
+        opt = self._tune_optimizer()
+        return epoch_batches(num_samples, opt.batch_size) * opt.local_epochs
+
     def personalise(
         self,
         model: torch.nn.Module,
@@ -76,12 +91,7 @@ class FTL(FedAvg):
         """Return ``state`` with the tuned layers fine-tuned on the device's rows."""
         if len(train_idx) == 0:
             return None
-        p = self.params
-        opt = LocalSGD(
-            lr=p.tune_lr or p.lr,
-            local_epochs=p.tune_epochs,
-            batch_size=p.tune_batch_size or p.batch_size,
-        )
+        opt = self._tune_optimizer()
         frozen = [q for n, q in model.named_parameters() if n not in self.tuned]
         for q in frozen:
             q.requires_grad_(False)

@@ -1,0 +1,65 @@
+"""The personalisation stage: FTL's fine-tuning after the last round, on the clock."""
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import REPO, cut_and_resume, same_files, shared_data_dir
+
+from fedsim.api import run
+from fedsim.config import load_scenario
+from fedsim.profiles import load_profiles
+
+MNIST = REPO / "scenarios" / "mnist_2nn.yaml"
+SMALL = (
+    "topology.edges.0.devices.0.count=3", "topology.edges.0.devices.1.count=3",
+    "stop.max_rounds=2", "stop.target_accuracy=null", "checkpoint.every_rounds=1",
+)  # fmt: skip
+FTL = "algorithm={use: ftl, params: {lr: 0.3, tune_epochs: 2, tune_batch_size: 50}}"
+
+
+@pytest.fixture(autouse=True)
+def mnist(monkeypatch):
+    data = shared_data_dir()
+    if not (data / "mnist").is_dir():
+        pytest.skip(f"MNIST not found in {data}")
+    monkeypatch.setenv("FEDSIM_DATA", str(data))
+
+
+def test_fine_tuning_is_charged_per_device_and_the_stage_lasts_as_the_slowest(tmp_path):
+    sc = load_scenario(MNIST, [*SMALL, FTL])
+    res = run(sc, tmp_path / "ftl")
+
+    stage = pd.read_csv(res.path / "personalisation.csv")
+    summary = json.loads((res.path / "run.json").read_text())["summary"]
+    lib = load_profiles()
+    model = json.loads((res.path / "run.json").read_text())["model"]
+    for row in stage.itertuples():
+        hw = lib.device(row.profile)
+        # 2 epochs of ceil(samples / 50) steps, each the profile's step time for its batch
+        full, rest = divmod(row.samples, 50)
+        sizes = ([50] * full + ([rest] if rest else [])) * 2
+        expect_s = sum(hw.step_s(sc.model, model["forward_flops_per_sample"], b) for b in sizes)
+        assert row.steps == len(sizes)
+        assert row.compute_s == pytest.approx(expect_s, rel=1e-12)
+        assert row.energy_j == pytest.approx(expect_s * hw.power_compute_w, rel=1e-12)
+    assert list(stage["device_id"]) == list(range(6))
+    assert stage["profile"].nunique() == 2  # two kinds of hardware: different times
+    assert summary["personalisation_s"] == stage["compute_s"].max()
+    assert summary["personalisation_energy_j"] == pytest.approx(stage["energy_j"].sum())
+    assert summary["virtual_time_with_personalisation_s"] == pytest.approx(
+        summary["virtual_time_s"] + summary["personalisation_s"]
+    )
+
+
+def test_algorithms_without_a_stage_write_none(tmp_path):
+    res = run(load_scenario(MNIST, list(SMALL)), tmp_path / "fedavg")
+    assert not (res.path / "personalisation.csv").exists()
+    assert "personalisation_s" not in json.loads((res.path / "run.json").read_text())["summary"]
+
+
+def test_a_resumed_run_gives_the_same_stage(tmp_path):
+    sc = load_scenario(MNIST, [*SMALL, FTL])
+    ref = run(sc, tmp_path / "ref")
+    res = cut_and_resume(sc, tmp_path / "cut", 0)
+    same_files(ref.path, res.path, ("personalisation.csv", "rounds.csv", "device_ua.csv"))
