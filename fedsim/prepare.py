@@ -21,6 +21,7 @@ from fedsim.checks import (
 )
 from fedsim.config import AsyncRoundsSpec, Scenario
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
+from fedsim.data.noise import add_noise, noisy_devices
 from fedsim.errors import InputError, naming
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.profiles import ProfileLibrary, load_profiles
@@ -176,6 +177,24 @@ def device_partitions(prep: Prepared) -> list[DevicePartition]:
     if prep.partitions is not None:
         return list(prep.partitions)
     return _split(prep.scenario, prep.dataset)
+
+
+def device_data(prep: Prepared) -> tuple[Dataset, list[DevicePartition], frozenset[int]]:
+    """Return the data the devices train and test on: dataset, partitions, noisy devices.
+
+    The partition of :func:`device_partitions`; with ``data.noise``, the noisy devices' own
+    noisy copies of their rows appended to the dataset, their partitions pointing at them
+    (:mod:`fedsim.data.noise`). Systems-only scenarios (``data.samples_per_device``) have
+    no partition: do not call it for them.
+    """
+    sc = prep.scenario
+    parts = device_partitions(prep)
+    noise = sc.data.noise
+    if noise is None:
+        return prep.dataset, parts, frozenset()
+    ids = noisy_devices(sc.seed, len(parts), noise.fraction)
+    dataset, parts = add_noise(prep.dataset, parts, ids, noise.std, sc.seed)
+    return dataset, parts, frozenset(ids.tolist())
 
 
 def make_runtime(prep: Prepared, parts: list[DevicePartition]) -> Runtime:
