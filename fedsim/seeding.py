@@ -25,6 +25,8 @@ class Purpose(IntEnum):
     OFFLOAD = 13
     NOISE = 14
     PERSONALISE = 15
+    SYNTHETIC_HAR = 16
+    BASELINE = 17
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:
