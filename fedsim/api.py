@@ -17,6 +17,7 @@ from fedsim import checkpoint
 from fedsim.algorithms.base import algorithm_summary
 from fedsim.checkpoint import Checkpoint
 from fedsim.config import Scenario, load_scenario, scenario_from_dict
+from fedsim.data.sharing import SharingRecord, sharing_record
 from fedsim.errors import InputError, naming
 from fedsim.execution import (
     execute,
@@ -182,6 +183,7 @@ def _drive(
     runtime: Runtime | None = None
     data = scenario.data
     noisy: frozenset[int] = frozenset()
+    shared: SharingRecord | None = None
     if data.samples_per_device is not None:  # systems only: counts without a partition
         samples = sample_counts(
             scenario.topology.num_devices(), data.samples_per_device, data.samples_sigma,
@@ -192,6 +194,7 @@ def _drive(
         dataset, parts, noisy = device_data(prep)
         prep = dataclasses.replace(prep, dataset=dataset)
         samples = np.array([len(p.train_idx) for p in parts], dtype=np.int64)
+        shared = sharing_record(parts, prep.sample_bytes)
         runtime = make_runtime(prep, parts) if scenario.learning else None
     meta = meta_without_summary(
         scenario, prep.source, used_profiles(scenario, prep.profiles), model_meta(prep),
@@ -225,5 +228,6 @@ def _drive(
         prep.algorithm, Population.from_topology(scenario.topology), prep.profiles, prep.model,
         samples,
     )  # fmt: skip
-    summary = finish(folder, meta, totals, result, timings, stage)
+    records = [r for r in (stage, shared) if r is not None]
+    summary = finish(folder, meta, totals, result, timings, records)
     return RunResult(folder.path, summary)

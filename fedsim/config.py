@@ -78,6 +78,26 @@ class NoiseSpec(_Strict):
     std: Annotated[float, in_range(0, 1000, low_open=True)]
 
 
+class SharingSpec(_Strict):
+    """Data sharing (Zhao et al. 2018; PerFit section IV-E): a global subset for every device.
+
+    The cloud holds ``global_size`` class-balanced training rows, taken out of the devices'
+    partition; each device receives ``per_device`` of them (at most ``global_size``) and
+    trains on them with its own. Both 1 to 10**7.
+    """
+
+    global_size: Annotated[int, Field(gt=0, le=10**7)]
+    per_device: Annotated[int, Field(gt=0, le=10**7)]
+
+    @model_validator(mode="after")
+    def _fits(self) -> SharingSpec:
+        if self.per_device > self.global_size:
+            raise _field_error(
+                ("per_device",), f"at most global_size ({self.global_size})", self.per_device
+            )
+        return self
+
+
 class DataSpec(_Strict):
     """The dataset, where its files are and how it is partitioned.
 
@@ -95,6 +115,7 @@ class DataSpec(_Strict):
     samples_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
     samples_sigma: Annotated[float, in_range(0, MAX_LOG_SIGMA)] = 0.0
     noise: NoiseSpec | None = None
+    sharing: SharingSpec | None = None
 
     @model_validator(mode="after")
     def _sigma_needs_samples(self) -> DataSpec:

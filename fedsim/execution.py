@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fedsim import checkpoint
 from fedsim.checkpoint import Checkpoint, LoopState
@@ -22,11 +22,24 @@ from fedsim.errors import InputError
 from fedsim.profiles import ProfileLibrary
 from fedsim.results import FINAL, PARTIAL, RunFolder, Totals
 from fedsim.runtime.base import Runtime
-from fedsim.sim.personalisation import PersonalisationStage
 from fedsim.sim.rows import DEVICE_COLUMNS, ROUND_COLUMNS, UA_COLUMNS, UPDATE_COLUMNS
 from fedsim.sim.simulation import Simulation, SimulationInputs, SimulationResult
 
 PACKAGES = ("fedsim", "torch", "numpy", "simpy", "pandas", "pydantic", "ray", "scikit-learn")
+
+
+class RunRecord(Protocol):
+    """Something a finished run folder keeps beside its tables (files, summary entries)."""
+
+    def files(self) -> dict[str, str]:
+        """Return file name -> text."""
+        ...
+
+    def summary(self, virtual_time_s: float) -> dict[str, Any]:
+        """Return entries of run.json's summary, given the run's virtual seconds."""
+        ...
+
+
 TABLES: dict[str, Sequence[str]] = {
     "rounds.csv": ROUND_COLUMNS,
     "device_rounds.csv": DEVICE_COLUMNS,
@@ -156,19 +169,19 @@ def finish(
     totals: Totals,
     result: SimulationResult,
     timings: dict[str, Any],
-    stage: PersonalisationStage | None = None,
+    records: Sequence[RunRecord] = (),
 ) -> dict[str, Any]:
     """Write timings.json and run.json (the run is complete), drop the checkpoint.
 
-    ``stage``: the personalisation stage after training (``personalisation.csv`` and its
-    summary entries). Returns the summary.
+    ``records``: what else the run folder keeps (the personalisation stage, shared data):
+    their files, and their entries in the summary. Returns the summary.
     """
     summary = totals.summary(result.stopped_by)
     timings = {**timings, "wall_s_per_round": result.wall_s_per_round}
     extra = {"timings.json": json.dumps(timings, indent=2) + "\n"}
-    if stage is not None:
-        summary.update(stage.summary(totals.virtual_time_s))
-        extra["personalisation.csv"] = stage.csv_text()
+    for record in records:
+        summary.update(record.summary(totals.virtual_time_s))
+        extra.update(record.files())
     folder.finish({**meta, "summary": summary}, extra)
     checkpoint.remove(folder.path)
     return summary

@@ -22,6 +22,7 @@ from fedsim.checks import (
 from fedsim.config import AsyncRoundsSpec, Scenario
 from fedsim.data import Dataset, DevicePartition, load_dataset, partition
 from fedsim.data.noise import add_noise, noisy_devices
+from fedsim.data.sharing import partition_with_sharing
 from fedsim.errors import InputError, naming
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.profiles import ProfileLibrary, load_profiles
@@ -157,8 +158,15 @@ def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
         params["alpha"] = p.alpha
         if p.test_per_device is not None:
             params["test_per_device"] = p.test_per_device
-    rng = stream(sc.seed, Purpose.PARTITION)
-    return partition(dataset, sc.topology.num_devices(), p.kind, rng, **params)
+
+    def split(ds: Dataset) -> list[DevicePartition]:
+        rng = stream(sc.seed, Purpose.PARTITION)
+        return partition(ds, sc.topology.num_devices(), p.kind, rng, **params)
+
+    share = sc.data.sharing
+    if share is None:
+        return split(dataset)
+    return partition_with_sharing(dataset, split, share.global_size, share.per_device, sc.seed)
 
 
 def _train_counts(sc: Scenario, parts: list[DevicePartition] | None) -> np.ndarray:

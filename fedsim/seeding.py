@@ -27,6 +27,7 @@ class Purpose(IntEnum):
     PERSONALISE = 15
     SYNTHETIC_HAR = 16
     BASELINE = 17
+    SHARING = 18
 
 
 def stream(seed: int, purpose: Purpose, *key: int) -> np.random.Generator:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,10 +24,14 @@ class DevicePartition:
         Sorted int64 indices into ``dataset.x_train``.
     test_idx : np.ndarray
         Sorted int64 indices into ``dataset.x_test``.
+    shared_idx : np.ndarray
+        The rows of ``train_idx`` the cloud sent the device (data sharing,
+        :mod:`fedsim.data.sharing`); empty without sharing.
     """
 
     train_idx: np.ndarray
     test_idx: np.ndarray
+    shared_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def partition(

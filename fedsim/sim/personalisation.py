@@ -45,13 +45,13 @@ class PersonalisationStage:
     duration_s: float
     energy_j: float
 
-    def csv_text(self) -> str:
+    def files(self) -> dict[str, str]:
         """Return ``personalisation.csv``."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(PERSONALISATION_COLUMNS)
         writer.writerows([csv_cell(v) for v in row] for row in self.rows)
-        return out.getvalue()
+        return {"personalisation.csv": out.getvalue()}
 
     def summary(self, virtual_time_s: float) -> dict[str, float]:
         """Return the run summary's entries, given the training's virtual seconds."""
