@@ -1,7 +1,7 @@
 """FedPer: the personalisation layers never leave a device; only the base layers travel."""
 
 import pytest
-from helpers import REPO, run_on_ray, same_files, shared_data_dir, watch_uploads
+from helpers import REPO, run_on_ray, same_files, watch_uploads
 
 from fedsim.algorithms.fedper import last_layer
 from fedsim.api import run
@@ -18,12 +18,7 @@ SMALL = (
 HEAD_BYTES = (200 * 10 + 10) * 4  # mtfl_2nn's classifier, layer "5"
 
 
-@pytest.fixture(autouse=True)
-def mnist(monkeypatch):
-    data = shared_data_dir()
-    if not (data / "mnist").is_dir():
-        pytest.skip(f"MNIST not found in {data}")
-    monkeypatch.setenv("FEDSIM_DATA", str(data))
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 
 def test_the_default_personal_layer_is_the_last_with_parameters():

@@ -20,12 +20,7 @@ SMALL = (
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def mnist(monkeypatch):
-    data = shared_data_dir()
-    if not (data / "mnist").is_dir():
-        pytest.skip(f"MNIST not found in {data}")
-    monkeypatch.setenv("FEDSIM_DATA", str(data))
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 
 def _device(seed: int = 0):

@@ -18,12 +18,7 @@ SMALL = (
 BN_BYTES = {"gamma_beta": 2 * 200 * 4, "mu_sigma": 2 * 200 * 4, "all": 4 * 200 * 4}
 
 
-@pytest.fixture(autouse=True)
-def mnist(monkeypatch):
-    data = shared_data_dir()
-    if not (data / "mnist").is_dir():
-        pytest.skip(f"MNIST not found in {data}")
-    monkeypatch.setenv("FEDSIM_DATA", str(data))
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 
 def _scenario(private, *extra):

@@ -39,7 +39,7 @@ def test_devices_get_their_rows_of_g_and_no_device_owns_one(kind):
         assert np.isin(p.shared_idx, p.train_idx).all() and np.all(np.diff(p.train_idx) > 0)
     assert len({tuple(p.shared_idx) for p in parts}) > 1  # each device its own draw
     again = partition_with_sharing(ds, split, 100, 20, 3)
-    assert all(np.array_equal(a.train_idx, b.train_idx) for a, b in zip(parts, again))
+    assert all(np.array_equal(a.train_idx, b.train_idx) for a, b in zip(parts, again, strict=True))
 
 
 def test_more_per_device_than_g_is_refused():

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from helpers import REPO, cut_and_resume, same_files, shared_data_dir
+from helpers import REPO, cut_and_resume, same_files
 
 from fedsim.api import run
 from fedsim.config import load_scenario
@@ -18,12 +18,7 @@ SMALL = (
 FTL = "algorithm={use: ftl, params: {lr: 0.3, tune_epochs: 2, tune_batch_size: 50}}"
 
 
-@pytest.fixture(autouse=True)
-def mnist(monkeypatch):
-    data = shared_data_dir()
-    if not (data / "mnist").is_dir():
-        pytest.skip(f"MNIST not found in {data}")
-    monkeypatch.setenv("FEDSIM_DATA", str(data))
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 
 def test_fine_tuning_is_charged_per_device_and_the_stage_lasts_as_the_slowest(tmp_path):
