@@ -51,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument(
+        "--name", default="k_sweep", help="prefix of the files written into --img (k_sweep)"
+    )
     args = parser.parse_args(argv)
 
     run_sweep(args.scenario, {KEY: KS}, args.seeds, args.out, parallel=args.parallel)
     rs = load_sweep(args.out)
     img = args.img
+    img.mkdir(parents=True, exist_ok=True)
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_acc, ax_time = fig.subplots(1, 2)
@@ -63,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     plot_metric(rs, "round_time_s", x="round", band="minmax", ax=ax_time)
     ax_acc.set_title("(a) test accuracy per round")
     ax_time.set_title("(b) virtual time per round")
-    save_figure(fig, img / "k_sweep_accuracy_and_round_time")
-    save_figure(plot_metric(rs, "accuracy", x="time"), img / "k_sweep_accuracy_vs_time")
-    save_figure(plot_time_breakdown(rs), img / "k_sweep_time_breakdown")
-    save_figure(plot_ua_boxplot(rs), img / "k_sweep_ua_boxplot")
+    save_figure(fig, img / f"{args.name}_accuracy_and_round_time")
+    save_figure(plot_metric(rs, "accuracy", x="time"), img / f"{args.name}_accuracy_vs_time")
+    save_figure(plot_time_breakdown(rs), img / f"{args.name}_time_breakdown")
+    save_figure(plot_ua_boxplot(rs), img / f"{args.name}_ua_boxplot")
     k30 = next(r for r in rs.runs if r.params[KEY] == "30")
-    save_figure(plot_device_timeline(k30), img / "k_sweep_timeline_k30")
+    save_figure(plot_device_timeline(k30), img / f"{args.name}_timeline_k30")
 
     tb = time_breakdown(rs)
     per_k = dict(zip(tb[KEY], tb["round_time_s"], strict=True))
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         to_markdown(time_breakdown_table(rs)),
     ]
     img.mkdir(parents=True, exist_ok=True)
-    (img / "k_sweep_numbers.md").write_text("\n".join(lines))
+    (img / f"{args.name}_numbers.md").write_text("\n".join(lines))
     report = write_report(args.out, target=args.target)
     print("\n".join(lines))
     print(f"figures: {img}\nreport: {report}")
