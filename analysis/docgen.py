@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsim.analysis import RunData, RunSet, load_sweep
-from fedsim.config import load_scenario, scenario_to_dict
+from fedsim.config import load_scenario, scenario_from_dict, scenario_to_dict
+from fedsim.errors import InputError
 from fedsim.sweep import run_sweep
 
 
@@ -80,11 +81,25 @@ def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], fo
     for run in runs:
         extra = [*sets, *(f"{k}={v}" for k, v in run.params.items()), f"seed={run.seed}"]
         want = scenario_to_dict(load_scenario(scenario, extra))
-        if run.meta.get("scenario") != want:
+        if _resolved(run.meta.get("scenario")) != want:
             raise SystemExit(
                 f"{run.run_dir}: made from another version of {rel_path(scenario, root)}; "
                 f"delete {folder} and run again"
             )
+
+
+def _resolved(stored: object) -> object:
+    """Return a run's stored scenario as this version of fedsim resolves it.
+
+    A field added to the scenario schema since the run (with its default) is then not a
+    difference; a stored scenario this version cannot read is returned as it is.
+    """
+    if not isinstance(stored, dict):
+        return stored
+    try:
+        return scenario_to_dict(scenario_from_dict(stored, "run.json: scenario"))
+    except InputError:
+        return stored
 
 
 def run_variants(
