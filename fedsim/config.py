@@ -62,8 +62,23 @@ class PartitionSpec(_Strict):
     #: Dirichlet concentration in (0, 1e6]; above ~100 the split is practically iid
     #: (use ``kind: iid``), and numpy's sampler breaks down far beyond 1e6.
     alpha: Annotated[float, in_range(0, 1e6, low_open=True)] = 0.5
-    #: Test samples per device, 1 to 10**6.
+    #: Test samples per device, 1 to 10**6 (dirichlet and natural).
     test_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
+    #: natural only: train samples per device, 1 to 10**6, a seeded sample of its user's.
+    train_per_device: Annotated[int, Field(gt=0, le=10**6)] | None = None
+    #: natural only: draw each device's ``test_per_device`` test samples class-balanced
+    #: (as far as its user's test rows allow).
+    balanced_test: bool = False
+
+    @model_validator(mode="after")
+    def _natural_only(self) -> PartitionSpec:
+        if self.kind != "natural":
+            for key in ("train_per_device", "balanced_test"):
+                if getattr(self, key):
+                    raise _field_error((key,), "only with kind: natural", getattr(self, key))
+        if self.balanced_test and self.test_per_device is None:
+            raise _field_error(("balanced_test",), "needs test_per_device", True)
+        return self
 
 
 class NoiseSpec(_Strict):
@@ -108,7 +123,9 @@ class DataSpec(_Strict):
     Ranges: ``samples_per_device`` 1 to 10**6, ``samples_sigma`` 0 to 5.
     """
 
-    dataset: Literal["digits", "synthetic", "mnist", "cifar10"] = "digits"
+    dataset: Literal["digits", "synthetic", "mnist", "cifar10", "uci_har", "synthetic_har"] = (
+        "digits"
+    )
     dir: str | None = None
     partition: PartitionSpec = PartitionSpec()
     options: dict[str, JsonValue] = {}

@@ -158,6 +158,10 @@ def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
         params["alpha"] = p.alpha
         if p.test_per_device is not None:
             params["test_per_device"] = p.test_per_device
+    elif p.kind == "natural":
+        for key in ("train_per_device", "test_per_device", "balanced_test"):
+            if getattr(p, key):  # unset: no draw, the whole of every user's rows
+                params[key] = getattr(p, key)
 
     def split(ds: Dataset) -> list[DevicePartition]:
         rng = stream(sc.seed, Purpose.PARTITION)

@@ -40,7 +40,7 @@ def _fmt_dict(d: Any) -> str:
 _APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
     "partition": {
         "iid": (),
-        "natural": (),
+        "natural": ("train_per_device", "test_per_device", "balanced_test"),
         "shards": ("shards_per_device",),
         "dirichlet": ("alpha", "test_per_device"),
     },

@@ -1,4 +1,4 @@
-"""In-memory datasets (``digits``, ``synthetic``, ``mnist``, ``cifar10``) and their loader."""
+"""In-memory datasets (``digits``, ``synthetic``, ``mnist``, ``cifar10``, HAR) and their loader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import numpy as np
 from fedsim.errors import InputError
 from fedsim.seeding import Purpose, stream
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "synthetic", "mnist", "cifar10")
+DATASET_NAMES: tuple[str, ...] = (
+    "digits", "synthetic", "mnist", "cifar10", "uci_har", "synthetic_har",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,18 +89,23 @@ def load_dataset(name: str, data_dir: Path | None, seed: int, **options: Any) ->
     Parameters
     ----------
     name : str
-        One of ``digits``, ``synthetic``, ``mnist``, ``cifar10``.
+        One of ``digits``, ``synthetic``, ``mnist``, ``cifar10``, ``uci_har``,
+        ``synthetic_har``.
     data_dir : Path or None
-        Folder holding downloaded files (``mnist`` and ``cifar10`` read files); ``None``
-        means :func:`data_dir_from_env`.
+        Folder holding downloaded files (``mnist``, ``cifar10`` and ``uci_har`` read
+        files); ``None`` means :func:`data_dir_from_env`.
     seed : int
-        Scenario seed; the train/test split (``digits``) and the generated data
-        (``synthetic``) are functions of it. ``mnist`` and ``cifar10`` do not depend on it.
+        Scenario seed; the train/test split (``digits``, ``uci_har`` with ``split:
+        per_user``) and the generated data (``synthetic``, ``synthetic_har``) are
+        functions of it. ``mnist`` and ``cifar10`` do not depend on it.
     **options
         Dataset options. ``synthetic``: ``num_samples`` (6000), ``num_features`` (60),
         ``num_classes`` (10), ``num_users`` (30), ``alpha`` (1.0), ``beta`` (1.0),
         ``test_fraction`` (0.2), ``size_sigma`` (0.0), ``image_shape`` (none: flat).
-        ``digits``, ``mnist`` and ``cifar10`` take none.
+        ``uci_har``: ``features`` (``engineered`` | ``inertial``), ``split``
+        (``official`` | ``per_user``), ``test_fraction`` (0.25) (fedsim/data/har.py).
+        ``synthetic_har``: see fedsim/data/synthetic_har.py. ``digits``, ``mnist`` and
+        ``cifar10`` take none.
 
     Raises
     ------
@@ -110,6 +117,8 @@ def load_dataset(name: str, data_dir: Path | None, seed: int, **options: Any) ->
         "synthetic": _make_synthetic,
         "mnist": _load_mnist,
         "cifar10": _load_cifar10,
+        "uci_har": _load_uci_har,
+        "synthetic_har": _make_synthetic_har,
     }
     if name not in loaders:
         raise InputError(
@@ -130,6 +139,10 @@ def _check_options(name: str, options: Mapping[str, Any], known: Mapping[str, ty
             )
             continue
         want = known[key]
+        if want is str:
+            if not isinstance(value, str):
+                problems.append(f"data.options.{key}: expected a string, got {value!r}")
+            continue
         if want is list:  # a list of integers (a shape)
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value
@@ -352,3 +365,19 @@ def _load_cifar10(data_dir: Path | None, seed: int, options: Mapping[str, Any]) 
 
     _check_options("cifar10", options, {})
     return load_cifar10(data_dir_from_env(data_dir))
+
+
+def _load_uci_har(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Read UCI HAR from its standard folder (or zip) under the data folder."""
+    from fedsim.data.har import load_har
+
+    _check_options("uci_har", options, {"features": str, "split": str, "test_fraction": float})
+    return load_har(data_dir_from_env(data_dir), seed, options)
+
+
+def _make_synthetic_har(data_dir: Path | None, seed: int, options: Mapping[str, Any]) -> Dataset:
+    """Generate HAR-like data of users with their own activity mix and sensor transform."""
+    from fedsim.data.synthetic_har import OPTION_TYPES, make_synthetic_har
+
+    _check_options("synthetic_har", options, OPTION_TYPES)
+    return make_synthetic_har(seed, options)

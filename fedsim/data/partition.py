@@ -8,10 +8,15 @@ from typing import Any
 import numpy as np
 
 from fedsim.data.datasets import Dataset
+from fedsim.data.partition_natural import group as _group
+from fedsim.data.partition_natural import natural
 from fedsim.errors import InputError
 
 PARTITION_KINDS: tuple[str, ...] = ("iid", "shards", "dirichlet", "natural")
-_PARAMS: dict[str, Any] = {"shards_per_device": 2, "alpha": 0.5, "test_per_device": None}
+_PARAMS: dict[str, Any] = {
+    "shards_per_device": 2, "alpha": 0.5, "test_per_device": None,
+    "train_per_device": None, "balanced_test": False,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,11 @@ def partition(
         most common train class (the only case where test splits overlap).
     ``natural``
         One device per user (``dataset.users_train``/``users_test``), users in
-        ascending id order; ``num_devices`` must equal the number of users.
+        ascending id order; ``num_devices`` must equal the number of users. With
+        ``train_per_device`` / ``test_per_device`` each device keeps a random sample of
+        that many of its user's train / test rows, the test rows as class-balanced as the
+        user's rows allow with ``balanced_test`` (fedsim/data/partition_natural.py); a user
+        with fewer rows is an error naming it. Without them nothing is drawn.
 
     Parameters
     ----------
@@ -77,8 +86,9 @@ def partition(
     rng : np.random.Generator
         The only source of randomness; the same state gives the same partition.
     **params
-        ``shards_per_device`` (2), ``alpha`` (0.5), ``test_per_device`` (None). Each
-        kind uses only its own; the others are accepted and ignored so a whole
+        ``shards_per_device`` (2), ``alpha`` (0.5), ``test_per_device`` (None; dirichlet
+        and natural), ``train_per_device`` (None) and ``balanced_test`` (False; natural
+        only). Each kind uses only its own; the others are accepted and ignored so a whole
         partition spec can be passed.
 
     Returns
@@ -120,7 +130,10 @@ def partition(
     elif kind == "dirichlet":
         train, test = _dirichlet(dataset, num_devices, opts["alpha"], opts["test_per_device"], rng)
     else:
-        train, test = _natural(dataset, num_devices)
+        train, test = natural(
+            dataset, num_devices, rng, opts["train_per_device"], opts["test_per_device"],
+            opts["balanced_test"],
+        )  # fmt: skip
     empty_train = [d for d, idx in enumerate(train) if len(idx) == 0]
     empty_test = [d for d, idx in enumerate(test) if len(idx) == 0]
     if empty_train or empty_test:
@@ -138,6 +151,11 @@ def _empty_message(kind: str, empty_train: list[int], empty_test: list[int]) -> 
         parts.append(f"{len(empty_train)} device(s) get no train sample (e.g. {empty_train[:5]})")
     if empty_test:
         parts.append(f"{len(empty_test)} device(s) get no test sample (e.g. {empty_test[:5]})")
+    if kind == "natural":
+        return (
+            f"data.partition ({kind}): " + "; ".join(parts) + ". Every user needs train and "
+            "test rows (uci_har: data.options.split: per_user)."
+        )
     return (
         f"data.partition ({kind}): " + "; ".join(parts) + ". Use fewer devices, a larger "
         "dataset, or (dirichlet) a larger alpha or test_per_device."
@@ -147,13 +165,6 @@ def _empty_message(kind: str, empty_train: list[int], empty_test: list[int]) -> 
 def _even_split(indices: np.ndarray, parts: int) -> list[np.ndarray]:
     """Split an index array into ``parts`` near-equal consecutive pieces."""
     return np.array_split(indices.astype(np.int64), parts)
-
-
-def _group(indices: np.ndarray, owners: np.ndarray, num_devices: int) -> list[np.ndarray]:
-    """Group ``indices`` by their owning device (vectorised)."""
-    order = np.argsort(owners, kind="stable")
-    counts = np.bincount(owners, minlength=num_devices)
-    return np.split(indices[order].astype(np.int64), np.cumsum(counts)[:-1])
 
 
 def _largest_remainder(quota: np.ndarray, total: int) -> np.ndarray:
@@ -317,24 +328,3 @@ def _sampled_test(
         taken.append(pools[c][(offset[devs] + within) % len(pools[c])])
         owners.append(devs)
     return _group(np.concatenate(taken), np.concatenate(owners), num_devices)
-
-
-def _natural(dataset: Dataset, num_devices: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One device per user, users in ascending id order."""
-    if dataset.users_train is None or dataset.users_test is None:
-        raise InputError(
-            f"data.partition.kind: 'natural' needs a dataset with users; {dataset.name!r} has "
-            "none (use iid, shards or dirichlet)"
-        )
-    users = np.union1d(dataset.users_train, dataset.users_test)
-    if len(users) != num_devices:
-        raise InputError(
-            f"data.partition: 'natural' gives one device per user; dataset {dataset.name!r} has "
-            f"{len(users)} users but the topology has {num_devices} devices"
-        )
-    train_owner = np.searchsorted(users, dataset.users_train)
-    test_owner = np.searchsorted(users, dataset.users_test)
-    return (
-        _group(np.arange(len(train_owner)), train_owner, num_devices),
-        _group(np.arange(len(test_owner)), test_owner, num_devices),
-    )
