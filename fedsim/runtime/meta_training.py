@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from fedsim.runtime.grouped import min_chunk
 from fedsim.runtime.training import (
     DEFAULT_GROUP_SIZE,
     DeviceJob,
@@ -210,7 +211,8 @@ def train_lock_step(
 
     Grouped and chunked as :func:`fedsim.runtime.training.train_vectorized` does: by the
     sequence of batch sizes, in device-id order, at most ``group_size`` devices a chunk, a
-    lone device stacked with a copy of itself (so its bits do not depend on its company).
+    small chunk padded with copies (to 2 devices, more for some conv models:
+    :func:`~fedsim.runtime.grouped.min_chunk`), so its bits do not depend on its company.
     Results are views into their chunk's stacked tensors.
     """
     bn = check_batchnorm(model, batch_size)
@@ -218,7 +220,7 @@ def train_lock_step(
     grads = StackedGrads(model)
     per_job = [device_batches(job, batch_size, epochs * rule.batches_per_step, bn) for job in jobs]
     results: list[DeviceResult | None] = [None] * len(jobs)
-    for _, chunk, padded in lock_step_chunks(jobs, per_job, group_size):
+    for _, chunk, padded in lock_step_chunks(jobs, per_job, group_size, min_chunk(model)):
         stacked = _stacked(state, [jobs[j].base for j in padded])
         grads.bind(stacked)
         w = {n: stacked[n] for n in grads.param_names}
