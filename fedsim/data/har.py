@@ -17,7 +17,7 @@ fedsim/data/har_download.py) fetches them where a network is available.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,16 @@ def input_shape(features: str) -> tuple[int, ...]:
 
 def option_problems(opts: Mapping[str, Any]) -> list[str]:
     """Return one line per bad value of the options ``features``, ``split``, ``test_fraction``."""
+    return choice_problems(opts, {"features": FEATURE_VIEWS, "split": SPLIT_KINDS})
+
+
+def choice_problems(opts: Mapping[str, Any], choices: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return one line per option of ``choices`` not among its values, and per bad fraction.
+
+    ``test_fraction`` must lie in (0, 1); ``synthetic_har`` checks its options with it too.
+    """
     problems = []
-    for key, allowed in (("features", FEATURE_VIEWS), ("split", SPLIT_KINDS)):
+    for key, allowed in choices.items():
         if opts[key] not in allowed:
             problems.append(
                 f"data.options.{key}: expected {' or '.join(allowed)}, got {opts[key]!r}"

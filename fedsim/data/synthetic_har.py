@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.data.datasets import Dataset
-from fedsim.data.har import input_shape, standardise
+from fedsim.data.har import choice_problems, input_shape, standardise
 from fedsim.errors import InputError
 from fedsim.seeding import Purpose, stream
 
@@ -72,18 +72,8 @@ def option_problems(opts: Mapping[str, Any]) -> list[str]:
         for key, (lo, hi) in RANGES.items()
         if not lo <= opts[key] <= hi
     ]
-    for key, allowed in (
-        ("features", ("engineered", "inertial")),
-        ("test_mix", ("balanced", "user")),
-    ):
-        if opts[key] not in allowed:
-            problems.append(
-                f"data.options.{key}: expected {' or '.join(allowed)}, got {opts[key]!r}"
-            )
-    if not 0 < opts["test_fraction"] < 1:
-        problems.append(
-            f"data.options.test_fraction: expected 0 < value < 1, got {opts['test_fraction']}"
-        )
+    choices = {"features": ("engineered", "inertial"), "test_mix": ("balanced", "user")}
+    problems += choice_problems(opts, choices)
     if problems:
         return problems
     values = (
