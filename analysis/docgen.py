@@ -5,6 +5,7 @@ Paths, the commit, generated blocks, and running the compared variants as resuma
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,11 @@ def check_fresh(runs: Sequence[RunData], scenario: Path, sets: Sequence[str], fo
                 f"{run.run_dir}: made from another version of {rel_path(scenario, root)}; "
                 f"delete {folder} and run again"
             )
+
+
+def generated_by(command: str) -> list[str]:
+    """Return a generated block's first lines: the date and the command that made it."""
+    return [f"Generated on {dt.date.today().isoformat()} by", "", "```bash", command, "```", ""]
 
 
 def _resolved(stored: object) -> object:

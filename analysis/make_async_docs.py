@@ -23,7 +23,6 @@ are given, writes the figures and the doc under ``<out>`` so the shipped ones st
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import shlex
 import sys
@@ -39,7 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.docgen import Variant, git_commit, rel_path, replace_block, run_variants  # noqa: E402
+from analysis.docgen import Variant, generated_by, git_commit, rel_path, replace_block, run_variants  # noqa: E402
 from fedsim.analysis import (  # noqa: E402
     RunData,
     RunSet,
@@ -496,12 +495,7 @@ def numbers(rs: RunSet, m: pd.DataFrame, setting: Setting, command: str, out: Pa
     end_text = "; ".join(f"{p} {row['min']:.0f}–{row['max']:.0f} s" for p, row in ends.iterrows())
     t = setting.target
     lines = [
-        f"Generated on {dt.date.today().isoformat()} by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *generated_by(command),
         f"fedsim {run0.meta.get('fedsim_version', '?')}, {git_commit(ROOT)}; scenarios "
         f"`{rel_path(SCENARIOS, ROOT)}/{{{','.join(PROTOCOLS.values())}}}.yaml`, {len(rs)} runs "
         f"({len(PROTOCOLS)} protocols × seeds {', '.join(map(str, seeds))}); model "

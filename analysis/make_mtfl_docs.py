@@ -37,7 +37,6 @@ cells per part, one seed, a few rounds and a 0.8 target, writing the doc and fig
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -56,7 +55,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.docgen import Variant, git_commit, rel_path, replace_block, run_variants  # noqa: E402
+from analysis.docgen import Variant, generated_by, git_commit, rel_path, replace_block, run_variants  # noqa: E402
 from fedsim.algorithms import BUILTIN_ALGORITHMS  # noqa: E402
 from fedsim.analysis import (  # noqa: E402
     RunData,
@@ -482,12 +481,7 @@ def provenance(runs: Sequence[RunData], command: str, out: Path, scenario: Path)
     seeds = sorted({r.seed for r in runs})
     wall = ", ".join(f"{s:.2f} s at C = {c}" for c, s in wall_per_round(runs).items())
     return [
-        f"Generated on {dt.date.today().isoformat()} by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *generated_by(command),
         f"fedsim {version}, {git_commit(ROOT)}; scenario `{rel_path(scenario, ROOT)}`; "
         f"{len(runs)} runs (seeds {', '.join(map(str, seeds)) or '–'}) in `{rel_path(out, ROOT)}`"
         + (f"; wall clock per round (inline, 1 torch thread): {wall}." if wall else "."),

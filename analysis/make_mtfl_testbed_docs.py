@@ -17,7 +17,6 @@ rewrites the generated block of ``docs/mtfl_testbed.md`` (between its two marker
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import os
 import shlex
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from analysis.docgen import git_commit, rel_path, replace_block  # noqa: E402
+from analysis.docgen import generated_by, git_commit, rel_path, replace_block  # noqa: E402
 from fedsim.analysis import (  # noqa: E402
     RunSet,
     critical_devices,
@@ -144,12 +143,7 @@ def numbers(rs: RunSet, command: str, others: dict[str, RunSet] | None = None) -
     per_seed = critical_path(rs, by=["run_id"])
     model = rs.runs[0].meta["model"]
     lines = [
-        f"Generated on {dt.date.today().isoformat()} by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *generated_by(command),
         f"fedsim {rs.runs[0].meta.get('fedsim_version', '?')}, {git_commit(ROOT)}; "
         f"scenario `{rs.runs[0].meta.get('scenario_file', '?')}`; {len(rs)} run(s) "
         f"(seeds {', '.join(str(r.seed) for r in rs.runs)}), {int(cp['n_rounds'])} rounds in "

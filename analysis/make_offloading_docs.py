@@ -27,7 +27,6 @@ writes the figures and the doc under ``<out>`` so the shipped ones stay untouche
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import shlex
 import sys
@@ -48,6 +47,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa
 from analysis.docgen import (  # noqa: E402
     Variant,
     check_fresh,
+    generated_by,
     git_commit,
     rel_path,
     replace_block,
@@ -595,12 +595,7 @@ def numbers(res: Results, setting: Setting, command: str, out: Path) -> str:
     n_x = crossover(sat)
     seeds = sorted({r.seed for r in rs.runs})
     lines = [
-        f"Generated on {dt.date.today().isoformat()} by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *generated_by(command),
         f"fedsim {run0.meta.get('fedsim_version', '?')}, {git_commit(ROOT)}; scenario "
         f"`{rel_path(DESIGNER, ROOT)}`, {len(rs)} runs ({len(rs) // max(len(seeds), 1)} policies × "
         f"seeds {', '.join(map(str, seeds))}), {int(sc['stop']['max_rounds'])} rounds each; "

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
@@ -50,7 +49,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.docgen import Variant, git_commit, rel_path, replace_block, run_variants  # noqa: E402
+from analysis.docgen import Variant, generated_by, git_commit, rel_path, replace_block, run_variants  # noqa: E402
 from fedsim.analysis import RunData, RunSet, plot_metric, save_figure, to_markdown  # noqa: E402
 from fedsim.baselines import BaselineOptions, run_baselines  # noqa: E402
 from fedsim.config import load_scenario, scenario_to_dict  # noqa: E402
@@ -711,12 +710,7 @@ def doc_block(
 
     points = convergence_points(runs)
     lines = [
-        f"Generated on {dt.date.today().isoformat()} by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *generated_by(command),
         f"fedsim {runs[0].meta.get('fedsim_version', '?') if runs else '?'}, "
         f"{git_commit(ROOT)}; scenario `{rel_path(SCENARIO, ROOT)}`; {len(runs)} federated "
         f"runs (seeds {', '.join(map(str, seeds)) or '–'}) in `{rel_path(out, ROOT)}`, "
