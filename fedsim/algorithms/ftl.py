@@ -51,9 +51,8 @@ class FTL(FedAvg):
 
     Params = FTLParams
     params: FTLParams
-    #: names of the fine-tuned parameters, and every value of the tuned layers (see bind)
-    tuned: frozenset[str] = frozenset()
-    _tuned_values: frozenset[str] = frozenset()
+    #: every value of the tuned layers: their parameters are fine-tuned (see bind)
+    _tuned: frozenset[str] = frozenset()
 
     def bind(self, model: torch.nn.Module) -> None:
         """Learn the private keys (as FedAvg) and the tuned ones (refusing unknown layers)."""
@@ -63,8 +62,7 @@ class FTL(FedAvg):
             tuned = private_keys(model, "none", layers)
         except ValueError as exc:
             raise ValueError(str(exc).replace("private_layers", "tune_layers", 1)) from None
-        self.tuned = frozenset(n for n, _ in model.named_parameters() if n in tuned)
-        self._tuned_values = tuned
+        self._tuned = tuned
 
     def _tune_optimizer(self) -> LocalSGD:
         p = self.params
@@ -92,7 +90,7 @@ class FTL(FedAvg):
         if len(train_idx) == 0:
             return None
         opt = self._tune_optimizer()
-        frozen = [q for n, q in model.named_parameters() if n not in self.tuned]
+        frozen = [q for n, q in model.named_parameters() if n not in self._tuned]
         for q in frozen:
             q.requires_grad_(False)
         try:
@@ -101,5 +99,4 @@ class FTL(FedAvg):
         finally:
             for q in frozen:
                 q.requires_grad_(True)
-        tuned = self._tuned_values
-        return {k: (result.state[k] if k in tuned else v) for k, v in state.items()}
+        return {k: (result.state[k] if k in self._tuned else v) for k, v in state.items()}

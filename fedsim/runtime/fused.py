@@ -109,13 +109,14 @@ def _fused_train(
     lr = opt.lr
     in_place = type(opt) is LocalSGD
     grads: State = {}
+    opt_step = None
     if not in_place:
         for op in plan:
             if op.kind in ("linear", "bn"):
                 keys = [".weight", ".bias"] if op.kind == "bn" or op.has_bias else [".weight"]
                 for key in (op.prefix + k for k in keys):
                     grads[key] = torch.empty_like(stacked[key])
-    opt_step = opt.stepper({k: stacked[k] for k in grads}, grads, stacked)
+        opt_step = opt.stepper({k: stacked[k] for k in grads}, grads, stacked)
     losses = []
     for xb, yb in batches:
         bsz = xb.shape[1]
@@ -200,6 +201,6 @@ def _fused_train(
                     grads[op.prefix + ".bias"].copy_(dbeta)
             if g is None:
                 break
-        if not in_place:
+        if opt_step is not None:
             opt_step()
     return torch.stack(losses) if losses else torch.zeros(0, 0)

@@ -84,6 +84,8 @@ def personalisation_stage(
     samples : numpy.ndarray
         Training samples per device, by device id.
     """
+    if type(algorithm).personalisation_steps is Algorithm.personalisation_steps:
+        return None  # no stage: no need to visit every device
     rows: list[tuple[object, ...]] = []
     longest, total_j = 0.0, 0.0
     for device_id in range(population.num_devices):
