@@ -343,8 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input prints one line per problem and returns 2."""
     args = build_parser().parse_args(argv)
+    return guarded(lambda: int(args.func(args)))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run ``command``; turn what it raises into a message and fedsim's exit codes.
+
+    Bad input: one ``error:`` line per problem, its exit code (2); a runtime failure or a
+    bug: one line (a bug's traceback kept in a file), 1; Ctrl-C: 130; a closed pipe: 141.
+    """
     try:
-        return int(args.func(args))
+        return command()
     except InputError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,20 +101,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input prints one line per problem and returns 2."""
-    from fedsim.cli import DEBUG_ENV, _saved_traceback
+    from fedsim.cli import guarded
 
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except InputError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: one line here, the traceback kept in a file
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: internal error: {_saved_traceback(exc)}", file=sys.stderr)
-        return 1
+    return guarded(lambda: _run(args))
