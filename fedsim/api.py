@@ -209,7 +209,7 @@ def _drive(
         inputs = SimulationInputs(
             prep.profiles, prep.model, prep.algorithm, prep.payloads, samples,
             prep.footprint_bytes, prep.bandwidth, prep.availability_trace, prep.sample_bytes,
-            prep.policies, noisy,
+            prep.policies, noisy, prep.group_models,
         )  # fmt: skip
         try:
             result, totals = execute(scenario, inputs, runtime, folder, on_round, start, stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,11 @@ def check_references(scenario: Scenario, profiles: ProfileLibrary, source: str) 
         for j, group in enumerate(edge.devices):
             need("device", group.hardware, f"topology.edges[{i}].devices[{j}].hardware")
             need("link", group.link, f"topology.edges[{i}].devices[{j}].link")
+            if group.model is not None and group.model not in MODEL_NAMES:
+                problems.append(
+                    f"{source}: topology.edges[{i}].devices[{j}].model: unknown model "
+                    f"{group.model!r}; known: {', '.join(MODEL_NAMES)}"
+                )
     if scenario.model not in MODEL_NAMES:
         problems.append(
             f"{source}: model: unknown model {scenario.model!r}; known: {', '.join(MODEL_NAMES)}"
@@ -62,16 +68,17 @@ def check_references(scenario: Scenario, profiles: ProfileLibrary, source: str) 
 
 
 def check_offload(
-    scenario: Scenario, policies: list[GroupOffload], info: ModelInfo, source: str
+    scenario: Scenario, policies: list[GroupOffload], models: Sequence[ModelInfo], source: str
 ) -> None:
     """Reject what a fixed policy could never do.
 
-    ``full`` under an untrusted edge; a split point outside the model.
+    ``full`` under an untrusted edge; a split point outside the model (``models``: per
+    device group, the model its devices train).
     """
     problems = []
     groups = [(i, j, e, g) for i, e in enumerate(scenario.topology.edges) for j, g in
               enumerate(e.devices)]  # fmt: skip
-    for (i, j, edge, group), rule in zip(groups, policies, strict=True):
+    for (i, j, edge, group), rule, info in zip(groups, policies, models, strict=True):
         policy = rule.policy
         field = f"topology.edges[{i}].devices[{j}].offload" if group.offload else "offload"
         if isinstance(policy, Full) and not edge.trusted:
@@ -187,33 +194,34 @@ def load_traces(
 
 
 def memory_warnings(
-    scenario: Scenario, profiles: ProfileLibrary, model: ModelInfo, batch: int,
-    optimizer_values_per_param: int, footprint_bytes: int, source: str,
+    scenario: Scenario, profiles: ProfileLibrary, models: Sequence[ModelInfo], batch: int,
+    optimizer_values_per_param: int, source: str,
 ) -> list[str]:  # fmt: skip
     """Return one line per device group whose memory cannot hold local training.
 
     Each says what the memory rule does with it: offloads it (the plan that fits) or leaves
-    it ``oom``.
+    it ``oom``. ``models``: per device group, the model its devices train (one: all).
     """
     out = []
-    for i, edge in enumerate(scenario.topology.edges):
-        for j, group in enumerate(edge.devices):
-            memory = profiles.device(group.hardware).memory_bytes
-            if memory >= footprint_bytes:
-                continue
-            where = f"{source}: topology.edges[{i}].devices[{j}]: {group.hardware}"
-            needs = (
-                f"has {memory:,} bytes of memory, training {model.name} needs {footprint_bytes:,}"
-            )
-            splits = [
-                k for k in range(1, len(model.layers))
-                if training_footprint_bytes(model, batch, optimizer_values_per_param, k) <= memory
-            ]  # fmt: skip
-            if edge.trusted or splits:
-                plan = "full" if edge.trusted else f"split(k <= {max(splits)})"
-                out.append(f"{where} {needs}: the memory rule offloads it ({plan})")
-            else:
-                out.append(f"{where} {needs}: these devices will be 'oom' and never train")
+    groups = [(i, j, e, g) for i, e in enumerate(scenario.topology.edges) for j, g in
+              enumerate(e.devices)]  # fmt: skip
+    for n, (i, j, edge, group) in enumerate(groups):
+        model = models[n if len(models) > 1 else 0]
+        footprint_bytes = training_footprint_bytes(model, batch, optimizer_values_per_param)
+        memory = profiles.device(group.hardware).memory_bytes
+        if memory >= footprint_bytes:
+            continue
+        where = f"{source}: topology.edges[{i}].devices[{j}]: {group.hardware}"
+        needs = f"has {memory:,} bytes of memory, training {model.name} needs {footprint_bytes:,}"
+        splits = [
+            k for k in range(1, len(model.layers))
+            if training_footprint_bytes(model, batch, optimizer_values_per_param, k) <= memory
+        ]  # fmt: skip
+        if edge.trusted or splits:
+            plan = "full" if edge.trusted else f"split(k <= {max(splits)})"
+            out.append(f"{where} {needs}: the memory rule offloads it ({plan})")
+        else:
+            out.append(f"{where} {needs}: these devices will be 'oom' and never train")
     return out
 
 

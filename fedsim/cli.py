@@ -145,7 +145,9 @@ def run_summary(scenario: Scenario, s: dict[str, Any], path: Path) -> str:
     from fedsim.profiles import si_format
 
     target = scenario.stop.target_accuracy
-    if s["final_accuracy"] is None:
+    if s["final_accuracy"] is None and s.get("final_ua_mean") is not None:
+        acc = f"no global model; final mean UA {s['final_ua_mean']:.4f}"
+    elif s["final_accuracy"] is None:
         acc = "accuracy n/a (learning: false)"
     else:
         acc = f"final accuracy {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f})"

@@ -98,11 +98,13 @@ class SharingSpec(_Strict):
 
     The cloud holds ``global_size`` class-balanced training rows, taken out of the devices'
     partition; each device receives ``per_device`` of them (at most ``global_size``) and
-    trains on them with its own. Both 1 to 10**7.
+    trains on them with its own (``train: false``: holds them only, as the public set of
+    federated distillation). Both sizes 1 to 10**7.
     """
 
     global_size: Annotated[int, Field(gt=0, le=10**7)]
     per_device: Annotated[int, Field(gt=0, le=10**7)]
+    train: bool = True
 
     @model_validator(mode="after")
     def _fits(self) -> SharingSpec:
@@ -188,13 +190,16 @@ class DeviceGroupSpec(_Strict):
     """A group of identical devices under one edge (``offload`` overrides the scenario's).
 
     ``count`` is 1 to 10**7 (``fedsim.bounds.MAX_DEVICES``, also the whole population's
-    limit).
+    limit). ``model`` is the architecture these devices train (None: the scenario's
+    ``model``); another architecture than the scenario's is for algorithms whose devices
+    keep their whole model (``fd``), and is checked by :func:`fedsim.prepare.check`.
     """
 
     hardware: str
     link: str
     count: Annotated[int, Field(gt=0, le=MAX_DEVICES)]
     offload: OffloadSpec | None = None
+    model: str | None = None
 
 
 class CapacitySpec(_Strict):

@@ -56,6 +56,7 @@ class Prepared:
     policies: list[GroupOffload] | None = None
     sample_bytes: int = 0
     partitions: tuple[DevicePartition, ...] | None = None
+    group_models: tuple[ModelInfo, ...] = ()
 
     def warnings(self) -> list[str]:
         """Return one line per device group that cannot train locally (memory too small).
@@ -66,8 +67,8 @@ class Prepared:
         """
         batch = self.algorithm.largest_batch(len(self.dataset.y_train))
         return memory_warnings(
-            self.scenario, self.profiles, self.model, batch,
-            self.algorithm.optimizer_values_per_param, self.footprint_bytes, self.source,
+            self.scenario, self.profiles, self.group_models or (self.model,), batch,
+            self.algorithm.optimizer_values_per_param, self.source,
         ) + deadline_warnings(self.scenario, self.profiles, self.source) + async_warnings(
             self.scenario, self.source
         )  # fmt: skip
@@ -94,6 +95,9 @@ def check(
         algorithm = build_algorithm(scenario.algorithm, source)
     except InputError as exc:
         problems.extend(exc.problems)
+    else:
+        problems += check_group_models(scenario, algorithm, source)
+        problems += algorithm.scenario_problems(scenario, source)
     if isinstance(scenario.rounds, AsyncRoundsSpec):
         try:
             build_selection(scenario.rounds.selection, source)
@@ -114,6 +118,11 @@ def check(
             data.dataset, Path(data.dir) if data.dir else None, scenario.seed, **data.options
         )
         net = build_model(scenario.model, dataset.input_shape, dataset.num_classes)
+        infos = {
+            name: describe(build_model(name, dataset.input_shape, dataset.num_classes), name,
+                           dataset.input_shape)
+            for name in sorted(set(group_model_names(scenario)) - {scenario.model})
+        }  # fmt: skip
         try:
             algorithm.bind(net)  # which values stay on devices: not in the payload
         except ValueError as exc:
@@ -129,23 +138,50 @@ def check(
         )
     check_workload(scenario, algorithm, _train_counts(scenario, parts), source)
     info = describe(net, scenario.model, dataset.input_shape)
+    infos[scenario.model] = info
+    group_models = tuple(infos[name] for name in group_model_names(scenario))
     state = algorithm.initial_state(net)  # the model and what travels with it
     # the same tensors go both ways: the model down, the update up (the algorithm decides)
-    payload = sum(state[k].numel() * state[k].element_size() for k in algorithm.payload_keys(state))
+    keys = algorithm.payload_keys(state)
+    payload = sum(state[k].numel() * state[k].element_size() for k in keys)
+    values = sum(state[k].numel() for k in keys)
     batch = algorithm.largest_batch(len(dataset.y_train))
     footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
     policies = build_policies(scenario, source)
-    check_offload(scenario, policies, info, source)
+    check_offload(scenario, policies, group_models, source)
     bandwidth, availability = load_traces(scenario, source)
     sample_bytes = int(
         dataset.x_train.dtype.itemsize * int(np.prod(dataset.input_shape))
         + dataset.y_train.dtype.itemsize
     )
     return Prepared(
-        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload),
+        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload, values),
         footprint, bandwidth, availability, policies, sample_bytes,
-        None if parts is None else tuple(parts),
+        None if parts is None else tuple(parts), group_models,
     )  # fmt: skip
+
+
+def group_model_names(scenario: Scenario) -> list[str]:
+    """Return the model each device group trains (its ``model``, else the scenario's)."""
+    return [g.model or scenario.model for e in scenario.topology.edges for g in e.devices]
+
+
+def check_group_models(scenario: Scenario, algorithm: Algorithm, source: str) -> list[str]:
+    """Return one line per device group whose ``model`` the algorithm cannot train.
+
+    Only an algorithm whose devices keep their whole model (``keeps_model``: fd) trains
+    other architectures than the scenario's: the others average one model.
+    """
+    if algorithm.keeps_model:
+        return []
+    return [
+        f"{source}: topology.edges[{i}].devices[{j}].model: {g.model!r} differs from the "
+        f"scenario's model {scenario.model!r}; only an algorithm whose devices keep their "
+        "whole model (fd) trains several architectures in one run"
+        for i, e in enumerate(scenario.topology.edges)
+        for j, g in enumerate(e.devices)
+        if g.model is not None and g.model != scenario.model
+    ]
 
 
 def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
@@ -170,7 +206,9 @@ def _split(sc: Scenario, dataset: Dataset) -> list[DevicePartition]:
     share = sc.data.sharing
     if share is None:
         return split(dataset)
-    return partition_with_sharing(dataset, split, share.global_size, share.per_device, sc.seed)
+    return partition_with_sharing(
+        dataset, split, share.global_size, share.per_device, sc.seed, share.train
+    )
 
 
 def _train_counts(sc: Scenario, parts: list[DevicePartition] | None) -> np.ndarray:
@@ -215,6 +253,7 @@ def make_runtime(prep: Prepared, parts: list[DevicePartition]) -> Runtime:
     setup = LearningSetup(
         seed=sc.seed,
         model_name=sc.model,
+        device_models=_device_models(sc),
         dataset=prep.dataset,
         partitions=tuple(parts),
         algorithm=sc.algorithm,
@@ -238,9 +277,25 @@ def lock_step(prep: Prepared) -> bool:
     return resolve_vectorize(prep.scenario.runtime.vectorize, net)
 
 
+def _device_models(sc: Scenario) -> dict[int, str]:
+    """Return the devices that train another model than the scenario's, by device id."""
+    out: dict[int, str] = {}
+    first = 0  # devices are numbered edge by edge, group by group
+    for e in sc.topology.edges:
+        for g in e.devices:
+            if g.model is not None and g.model != sc.model:
+                out.update(dict.fromkeys(range(first, first + g.count), g.model))
+            first += g.count
+    return out
+
+
 def model_meta(prep: Prepared) -> dict[str, Any]:
-    """Return run.json's ``model`` entry: size, cost and payloads of the scenario's model."""
-    return {
+    """Return run.json's ``model`` entry: size, cost and payloads of the scenario's model.
+
+    When device groups train other architectures (fd), ``architectures`` gives each one's
+    size and cost and how many devices train it.
+    """
+    meta: dict[str, Any] = {
         "name": prep.model.name,
         "num_params": prep.model.num_params,
         "param_bytes": prep.model.param_bytes,
@@ -249,3 +304,16 @@ def model_meta(prep: Prepared) -> dict[str, Any]:
         "upload_bytes": prep.payloads.upload_bytes,
         "training_footprint_bytes": prep.footprint_bytes,
     }
+    names = {m.name for m in prep.group_models}
+    if names - {prep.model.name}:
+        groups = [g.count for e in prep.scenario.topology.edges for g in e.devices]
+        meta["architectures"] = {
+            name: {
+                "devices": sum(c for c, m in zip(groups, prep.group_models, strict=True)
+                               if m.name == name),
+                "num_params": info.num_params,
+                "forward_flops_per_sample": info.forward_flops_per_sample,
+            }
+            for name, info in sorted({m.name: m for m in prep.group_models}.items())
+        }  # fmt: skip
+    return meta

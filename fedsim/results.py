@@ -82,6 +82,7 @@ class Totals:
     virtual_time_s: float = 0.0
     final_accuracy: float | None = None
     best_accuracy: float | None = None
+    final_ua_mean: float | None = None
     bytes_up: int = 0
     bytes_down: int = 0
     energy_j: float = 0.0
@@ -98,6 +99,9 @@ class Totals:
             self.final_accuracy = float(acc)
             best = self.best_accuracy
             self.best_accuracy = self.final_accuracy if best is None else max(best, float(acc))
+        ua = row.get("ua_mean")
+        if ua is not None and not (isinstance(ua, float) and math.isnan(ua)):
+            self.final_ua_mean = float(ua)
         self.bytes_up += int(row["bytes_up"])
         self.bytes_down += int(row["bytes_down"])
         self.energy_j += float(row["energy_j"])

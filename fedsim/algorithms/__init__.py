@@ -10,4 +10,5 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "fedavg_adam": "fedsim.algorithms.fedavg_adam:FedAvgAdam",
     "fedper": "fedsim.algorithms.fedper:FedPer",
     "ftl": "fedsim.algorithms.ftl:FTL",
+    "fd": "fedsim.algorithms.fd:FederatedDistillation",
 }

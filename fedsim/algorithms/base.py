@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedsim.algorithms import BUILTIN_ALGORITHMS
-from fedsim.config import ComponentSpec, validation_problems
+from fedsim.config import ComponentSpec, Scenario, validation_problems
 from fedsim.errors import InputError
 from fedsim.registry import resolve
 
@@ -30,12 +30,15 @@ class DeviceTask:
     """One device's share of a host call: its data, its keyed seed, its own base model.
 
     ``base`` None: the device starts from the call's ``base`` (a synchronous round).
+    ``shared_idx``: the rows of ``train_idx`` the cloud sent it (``data.sharing``; the
+    public set of federated distillation).
     """
 
     device_id: int
     train_idx: np.ndarray
     seed: int
     base: State | None = None
+    shared_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class Algorithm(ABC):
     #: (FedAdam's Adam, pFedMe's mixing with beta < 1). Synchronous rounds only: an
     #: asynchronous server applies its own rule. A class may set it per instance.
     server_optimizer: bool = False
+    #: Whether each device keeps its whole model and the global state holds none of it
+    #: (federated distillation: only class scores travel). Then there is no global model
+    #: to evaluate, a device starts from its architecture's seeded initial weights, and
+    #: device groups may train other architectures than the scenario's ``model``.
+    keeps_model: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -153,6 +161,14 @@ class Algorithm(ABC):
         treats ``averaged - state`` as a pseudo-gradient.
         """
         return averaged, opt
+
+    def scenario_problems(self, scenario: Scenario, source: str) -> list[str]:
+        """Return one line per setting of ``scenario`` this algorithm cannot run with.
+
+        Checked with the scenario before anything is loaded (``fedsim validate`` and
+        ``run``); the default accepts every scenario.
+        """
+        return []
 
     def personalisation_steps(self, num_samples: int) -> list[int]:
         """Return the batch sizes of the steps a device takes after training to personalise.

@@ -30,8 +30,9 @@ class DevicePartition:
     test_idx : np.ndarray
         Sorted int64 indices into ``dataset.x_test``.
     shared_idx : np.ndarray
-        The rows of ``train_idx`` the cloud sent the device (data sharing,
-        :mod:`fedsim.data.sharing`); empty without sharing.
+        The training-set rows the cloud sent the device (data sharing,
+        :mod:`fedsim.data.sharing`; in ``train_idx`` unless ``data.sharing.train`` is
+        false); empty without sharing.
     """
 
     train_idx: np.ndarray

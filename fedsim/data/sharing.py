@@ -4,7 +4,8 @@ The cloud holds a class-balanced subset G of the training set (``global_size`` r
 even over the classes as their counts allow); G is taken out before the devices' data are
 partitioned, so no device owns a row of G. Each device then receives ``per_device`` rows of
 G (a seeded draw without replacement, its own per device) and trains on its own rows and
-them. The rows a device received are its partition's ``shared_idx``: the run folder records
+them (``train: false``: holds them without training on them, federated distillation's
+public set). The rows a device received are its partition's ``shared_idx``: the run folder records
 them (``data_sharing.csv``) and the bytes they took to send.
 """
 
@@ -61,11 +62,14 @@ def partition_with_sharing(
     global_size: int,
     per_device: int,
     seed: int,
+    train: bool = True,
 ) -> list[DevicePartition]:
     """Partition ``dataset`` without G, then give every device ``per_device`` rows of G.
 
     ``split`` partitions a dataset (the scenario's partition kind); it sees the training
-    rows outside G only, and its indices are mapped back to ``dataset``'s rows.
+    rows outside G only, and its indices are mapped back to ``dataset``'s rows. The rows a
+    device receives join its training rows when ``train``; otherwise they are only its
+    ``shared_idx`` (held, not trained on: federated distillation's public set).
     """
     if per_device > global_size:
         raise InputError(
@@ -86,7 +90,8 @@ def partition_with_sharing(
             stream(seed, Purpose.SHARING, _DEVICE, device).choice(shared, per_device, False)
         )
         own = rest[part.train_idx]
-        parts.append(DevicePartition(np.union1d(own, got).astype(np.int64), part.test_idx, got))
+        rows = np.union1d(own, got) if train else np.sort(own)
+        parts.append(DevicePartition(rows.astype(np.int64), part.test_idx, got))
     return parts
 
 

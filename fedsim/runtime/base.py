@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,9 @@ class LearningSetup:
     vectorize : bool or "auto"
         Train the devices of one host call in lock-step (batched); ``"auto"``: when the
         model has the hand-fused lock-step path (:func:`~fedsim.runtime.training.can_fuse`).
+    device_models : dict of int to str
+        The devices that train another architecture than ``model_name`` (a device group's
+        ``model``), by device id; empty: every device trains ``model_name``.
     """
 
     seed: int
@@ -50,14 +53,22 @@ class LearningSetup:
     num_edges: int
     torch_threads: int = 1
     vectorize: bool | Literal["auto"] = False
+    device_models: Mapping[int, str] = field(default_factory=dict)
+
+    def model_of(self, device_id: int) -> str:
+        """Return the architecture a device trains."""
+        return self.device_models.get(device_id, self.model_name)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The global model's accuracy and loss, and each evaluated device's UA."""
+    """The global model's accuracy and loss, and each evaluated device's UA.
 
-    accuracy: float
-    loss: float
+    ``accuracy`` and ``loss`` are None when there is no global model (``fd``).
+    """
+
+    accuracy: float | None
+    loss: float | None
     ua: dict[int, float]
 
     def ua_quantiles(self) -> tuple[float, float, float, float] | None:

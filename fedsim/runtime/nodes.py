@@ -37,10 +37,17 @@ from fedsim.runtime.transport import shared_tensor
 from fedsim.seeding import Purpose, int_seed
 
 
-def make_model(setup: LearningSetup) -> torch.nn.Module:
-    """Build the scenario's model architecture (its weights are not the global ones)."""
+def make_model(setup: LearningSetup, name: str | None = None) -> torch.nn.Module:
+    """Build an architecture (the scenario's by default); its weights are not the global ones."""
     ds = setup.dataset
-    return build_model(setup.model_name, ds.input_shape, ds.num_classes)
+    return build_model(name or setup.model_name, ds.input_shape, ds.num_classes)
+
+
+def seeded_model(setup: LearningSetup, name: str | None = None) -> torch.nn.Module:
+    """Build an architecture with its initial weights, seeded from the scenario seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int_seed(setup.seed, Purpose.MODEL_INIT))
+        return make_model(setup, name)
 
 
 def initial_state(setup: LearningSetup, algorithm: Algorithm) -> State:
@@ -50,8 +57,7 @@ def initial_state(setup: LearningSetup, algorithm: Algorithm) -> State:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(setup.seed, Purpose.MODEL_INIT))
-        model = make_model(setup)
-    return algorithm.initial_state(model)
+        return algorithm.initial_state(make_model(setup))
 
 
 def apply_rule(kind: str, state: State, items: Sequence[tuple[State, State, float]]) -> State:
@@ -96,17 +102,38 @@ class DeviceHost:
         self.host_id = host_id
         self._seed = setup.seed
         self._algorithm: Algorithm = build_algorithm(setup.algorithm)
-        self._model = make_model(setup)
+        self._partitions = dict(partitions)
+        # one scratch model per architecture; a device trains its group's (fd: several)
+        self._arch = {d: setup.model_of(d) for d in self._partitions}
+        names = sorted({setup.model_name, *self._arch.values()})
+        self._models = {n: make_model(setup, n) for n in names}
+        self._model = self._models[setup.model_name]
         self._algorithm.bind(self._model)
+        self._vectorize = {
+            n: resolve_vectorize(setup.vectorize, m) for n, m in self._models.items()
+        }
+        # fd: a device with no model of its own yet starts from its architecture's weights
+        self._keeps = self._algorithm.keeps_model
+        self._fill: dict[str, State] = (
+            {n: seeded_model(setup, n).state_dict() for n in names} if self._keeps else {}
+        )
         # user models made per device (Per-FedAvg, pFedMe) only when the algorithm does so
         self._personalises = type(self._algorithm).personalise is not Algorithm.personalise
         self.private = PrivateStore()
-        self._vectorize = resolve_vectorize(setup.vectorize, self._model)
         ds: Dataset = setup.dataset
         self._x_train, self._y_train = shared_tensor(ds.x_train), shared_tensor(ds.y_train)
         self._x_test, self._y_test = shared_tensor(ds.x_test), shared_tensor(ds.y_test)
         self._test_rows = ds.global_test_rows
-        self._partitions = dict(partitions)
+
+    def _start(self, device_id: int, base: State) -> State:
+        """Return a device's own starting model: ``base`` with its private values in place.
+
+        With an algorithm whose devices keep their whole model (fd), ``base`` (the global
+        values) is laid over the architecture's initial weights first.
+        """
+        if self._keeps:
+            base = {**self._fill[self._arch[device_id]], **base}
+        return self.private.patched(device_id, base)
 
     def train(self, base: State, round_index: int, device_ids: Sequence[int]) -> list[DeviceUpdate]:
         """Train ``device_ids`` from ``base``; one update per device, in the given order."""
@@ -118,24 +145,35 @@ class DeviceHost:
         """Train ``(device_id, key)`` jobs, job i from ``bases[i]`` (one base: all from it).
 
         ``key`` is the round (synchronous) or the dispatch number (asynchronous) that the
-        device's training seed is keyed by.
+        device's training seed is keyed by. Devices of one architecture train in one call
+        of the algorithm (lock-step where it applies); the updates come in job order.
         """
-        own = len(bases) > 1 or any(d in self.private.own for d, _ in jobs)
+        own = self._keeps or len(bases) > 1 or any(d in self.private.own for d, _ in jobs)
         tasks = [
             DeviceTask(
                 d,
                 self._partitions[d].train_idx,
                 int_seed(self._seed, Purpose.TRAIN, d, key),
-                self.private.patched(d, bases[i if len(bases) > 1 else 0]) if own else None,
+                self._start(d, bases[i if len(bases) > 1 else 0]) if own else None,
+                self._partitions[d].shared_idx,
             )
             for i, (d, key) in enumerate(jobs)
         ]
-        updates = self._algorithm.train(
-            self._model, bases[0], self._x_train, self._y_train, tasks, self._vectorize
-        )
-        for (d, key), u in zip(jobs, updates, strict=True):
+        by_arch: dict[str, list[int]] = {}
+        for i, (d, _) in enumerate(jobs):
+            by_arch.setdefault(self._arch[d], []).append(i)
+        updates: list[DeviceUpdate | None] = [None] * len(jobs)
+        for name, rows in by_arch.items():
+            got = self._algorithm.train(
+                self._models[name], bases[0], self._x_train, self._y_train,
+                [tasks[i] for i in rows], self._vectorize[name],
+            )  # fmt: skip
+            for i, u in zip(rows, got, strict=True):
+                updates[i] = u
+        done = [u for u in updates if u is not None]
+        for (d, key), u in zip(jobs, done, strict=True):
             self.private.record(d, key, u.private)
-        return updates
+        return done
 
     def score_blocks(self, state: State, blocks: Sequence[int]) -> list[tuple[int, float]]:
         """Return (correct, summed loss) of ``state`` on these blocks of the global test set."""
@@ -153,7 +191,7 @@ class DeviceHost:
         the same batch on any runtime and after a resume; another evaluation, another.
         """
         ids = [int(d) for d in device_ids]
-        own = [d for d in ids if self._personalises or d in self.private.own]
+        own = [d for d in ids if self._keeps or self._personalises or d in self.private.own]
         mine = set(own)
         shared = [d for d in ids if d not in mine]
         out = dict(zip(shared, self._shared_accuracies(state, shared), strict=True))
@@ -175,18 +213,19 @@ class DeviceHost:
         device's model and rows.
         """
         part = self._partitions[device_id]
-        user = self.private.patched(device_id, state) if device_id in self.private.own else state
+        model = self._models[self._arch[device_id]]
+        user = self._start(device_id, state)
         if self._personalises:
             seed = int_seed(self._seed, Purpose.PERSONALISE, device_id, key)
             mine = self._algorithm.personalise(
-                self._model, user, self._x_train, self._y_train, part.train_idx, seed
+                model, user, self._x_train, self._y_train, part.train_idx, seed
             )
             user = user if mine is None else mine
         rows = torch.from_numpy(part.test_idx)
         if len(rows) == 0:
             return 0.0
         with torch.no_grad():  # the user's tensors themselves, not copies into the module
-            logits = functional_call(self._model.eval(), model_part(user), (self._x_test[rows],))
+            logits = functional_call(model.eval(), model_part(user), (self._x_test[rows],))
             hits = logits.argmax(1) == self._y_test[rows]
         return float(hits.sum()) / len(rows)
 
@@ -299,8 +338,13 @@ class CloudServer:
         self._state = apply_rule(kind, self._state, items)
         return self._state
 
-    def evaluate(self) -> tuple[float, float]:
-        """Return accuracy and mean loss of the global model on the global test set."""
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Return accuracy and mean loss of the global model on the global test set.
+
+        None, None when there is no global model (the devices keep theirs: fd).
+        """
+        if self._algorithm.keeps_model:
+            return None, None
         n = self._test_rows
         x, y = self._x_test[:n], self._y_test[:n]
         correct, loss_sum = evaluate_state(self._model, self._state, x, y)

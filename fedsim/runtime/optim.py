@@ -36,8 +36,13 @@ def moment_keys(name: str) -> tuple[str, str]:
 
 
 def model_part(state: Mapping[str, Tensor]) -> State:
-    """Return the entries of ``state`` that belong to the model (no optimiser values)."""
-    return {k: v for k, v in state.items() if not k.startswith(OPT_PREFIX)}
+    """Return the entries of ``state`` that belong to the model.
+
+    Values an algorithm adds to a state (the optimiser's under :data:`OPT_PREFIX`,
+    federated distillation's ``fd/`` consensus) are named with a ``/``, which no ``torch``
+    module key holds; they are left out.
+    """
+    return {k: v for k, v in state.items() if "/" not in k}
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ class RayRuntime(Runtime):
         algorithm = build_algorithm(setup.algorithm)
         algorithm.bind(make_model(light))
         self._private = bool(algorithm.private)  # devices keep private values in their hosts
+        self._global_model = not algorithm.keeps_model  # fd: no global model to score
         actors = [*self._hosts, *self._edges, self._cloud]
         self._get([a.__ray_ready__.remote() for a in actors], "starting the actors")
         self._get(initial, "starting the cloud actor")
@@ -390,6 +391,7 @@ class RayRuntime(Runtime):
             score_refs = [
                 host.score_blocks.remote(model, list(blocks[h :: self._num_hosts]))
                 for h, host in enumerate(self._hosts)
+                if self._global_model
             ]
             ua_refs = {h: self._hosts[h].evaluate.remote(model, ids) for h, ids in by_host.items()}
             return score_refs, ua_refs
@@ -397,9 +399,12 @@ class RayRuntime(Runtime):
         refs = submit()
 
         def read(score_refs: list[Any], ua_refs: dict[int, Any]) -> Evaluation:
-            per_host = self._get(score_refs, "evaluating the global model")
-            scores = [per_host[b % self._num_hosts][b // self._num_hosts] for b in blocks]
-            accuracy, loss = combine_scores(scores, self._num_test)
+            accuracy: float | None = None
+            loss: float | None = None
+            if score_refs:
+                per_host = self._get(score_refs, "evaluating the global model")
+                scores = [per_host[b % self._num_hosts][b // self._num_hosts] for b in blocks]
+                accuracy, loss = combine_scores(scores, self._num_test)
             ua: dict[int, float] = {}
             for h, ref in sorted(ua_refs.items()):
                 got = self._get(ref, f"device host {h} evaluating UA")

@@ -78,7 +78,7 @@ class AsyncDriver:
         self.runtime = sim.runtime if resume is None else None
         net = sim.network
         pop = sim.population
-        num_params = sim.inputs.model.num_params
+        num_params = sim.inputs.payloads.upload_values
         self.selector = Selector(
             build_selection(rounds.selection, "scenario"), pop.num_devices, sim.availability
         )

@@ -113,8 +113,8 @@ class OffloadPlanner:
         Per device group: hardware and access-link profiles.
     edges : list of DeviceProfile
         Per edge: its hardware.
-    model : ModelInfo
-        The model's description.
+    models : list of ModelInfo
+        Per device group: the model its devices train.
     payload_bytes : int
         The whole model's bytes (down and up).
     sample_bytes : int
@@ -131,7 +131,7 @@ class OffloadPlanner:
         devices: list[DeviceProfile],
         links: list[LinkProfile],
         edges: list[DeviceProfile],
-        model: ModelInfo,
+        models: list[ModelInfo],
         payload_bytes: int,
         sample_bytes: int,
         optimizer_values_per_param: int,
@@ -141,7 +141,7 @@ class OffloadPlanner:
         self.policies = policies
         self.devices, self.links, self.edges = devices, links, edges
         self.trusted = [e.trusted for e in scenario.topology.edges]
-        self.model = model
+        self.models = models
         self.payload_bytes = payload_bytes
         self.sample_bytes = sample_bytes
         self.opt_values = optimizer_values_per_param
@@ -149,20 +149,20 @@ class OffloadPlanner:
         self.history: dict[int, deque[HistoryEntry]] = {}
         self.keep_history = any(g.policy.uses_history for g in policies)
         self.edge_load: dict[int, int] = {}
-        self._footprint: dict[tuple[int, int | None], int] = {}  # (batch, layers) -> bytes
+        # (model name, batch, layers) -> bytes
+        self._footprint: dict[tuple[str, int, int | None], int] = {}
         self.local_only = all(isinstance(g.policy, Local) for g in policies)
 
     def new_round(self) -> None:
         """Forget the previous round's edge loads."""
         self.edge_load = {}
 
-    def footprint(self, batch: int, layers: int | None) -> int:
-        """Return the device's training bytes at ``batch`` (``layers``: a split's part)."""
-        key = (batch, layers)
+    def footprint(self, group: int, batch: int, layers: int | None) -> int:
+        """Return a group's device's training bytes at ``batch`` (``layers``: a split's part)."""
+        model = self.models[group]
+        key = (model.name, batch, layers)
         if key not in self._footprint:
-            self._footprint[key] = training_footprint_bytes(
-                self.model, batch, self.opt_values, layers
-            )
+            self._footprint[key] = training_footprint_bytes(model, batch, self.opt_values, layers)
         return self._footprint[key]
 
     def fits(self, task: DeviceTask, plan: Plan) -> bool:
@@ -178,20 +178,20 @@ class OffloadPlanner:
         ``layers``: only a split's device part; None: the whole model.
         """
         batch = max(batch_sizes, default=1)
-        return self.devices[group].memory_bytes >= self.footprint(batch, layers)
+        return self.devices[group].memory_bytes >= self.footprint(group, batch, layers)
 
     def work(self, task: DeviceTask, plan: Plan, jitter: float) -> OffloadWork | None:
         """Return what ``plan`` puts on the device, its links and the edge (None: local)."""
         if plan.kind == "local":
             return None
-        edge = self.edges[task.edge_id]
+        edge, model = self.edges[task.edge_id], self.models[task.group]
         if plan.kind == "full":
             at_edge = task.device_id in self.data_at_edge
             data = 0 if at_edge else task.num_samples * self.sample_bytes
-            return full_work(plan, self.model, edge, list(task.batch_sizes), data)
+            return full_work(plan, model, edge, list(task.batch_sizes), data)
         device = self.devices[task.group]
         per_step = self.policies[task.group].batches_per_step
-        return split_work(plan, self.model, device, edge, list(task.batch_sizes), jitter, per_step)
+        return split_work(plan, model, device, edge, list(task.batch_sizes), jitter, per_step)
 
     def estimate(self, task: DeviceTask, plan: Plan, stay_online: bool) -> Estimate:
         """Estimate a plan as if alone.
@@ -212,8 +212,9 @@ class OffloadPlanner:
             rx += rtt + frac * bits / down_bps
             tx += rtt + frac * bits / up_bps
         if work is None:
-            fwd = self.model.forward_flops_per_sample
-            compute = sum(device.step_s(self.model.name, fwd, b) for b in task.batch_sizes)
+            model = self.models[task.group]
+            fwd = model.forward_flops_per_sample
+            compute = sum(device.step_s(model.name, fwd, b) for b in task.batch_sizes)
         elif plan.kind == "split":
             compute = work.device_compute_s
             for b in work.batches:
@@ -246,10 +247,11 @@ class OffloadPlanner:
                 cache[plan] = self.estimate(task, plan, stay_online)
             return cache[plan]
 
+        model = self.models[task.group]
         view = DeviceView(
             task.device_id, task.edge_id, task.round_index, self.devices[task.group],
             self.edges[task.edge_id], self.trusted[task.edge_id], self.links[task.group],
-            task.quality, self.model, task.num_samples, task.batch_sizes, task.deadline_s,
+            task.quality, model, task.num_samples, task.batch_sizes, task.deadline_s,
             self.edge_load.get(task.edge_id, 0), task.device_id in self.data_at_edge,
             tuple(self.history.get(task.device_id, ())),
             partial(stream, self.scenario.seed, Purpose.OFFLOAD, task.device_id, task.round_index),
@@ -276,10 +278,11 @@ class OffloadPlanner:
                 f"offloading policy {name} chose 'full' for device {task.device_id} under "
                 f"edge {edge!r}, which is not trusted: raw data never goes to an untrusted edge"
             )
-        if plan.kind == "split" and not 0 < plan.k < len(self.model.layers):
+        model = self.models[task.group]
+        if plan.kind == "split" and not 0 < plan.k < len(model.layers):
             raise InputError(
-                f"offloading policy {name} chose split({plan.k}); {self.model.name} has "
-                f"{len(self.model.layers)} layers: k must be 1..{len(self.model.layers) - 1}"
+                f"offloading policy {name} chose split({plan.k}); {model.name} has "
+                f"{len(model.layers)} layers: k must be 1..{len(model.layers) - 1}"
             )
 
     def record(self, device_id: int, entry: HistoryEntry, data_uploaded: bool) -> None:

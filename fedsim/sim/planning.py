@@ -39,10 +39,14 @@ from fedsim.sim.traces import AvailabilityTrace
 
 @dataclass(frozen=True)
 class Payloads:
-    """Bytes of what crosses a link: the model down, an update up."""
+    """Bytes of what crosses a link (the model down, an update up), and values averaged.
+
+    ``upload_values``: the values of one update, which a server averages (its cost).
+    """
 
     download_bytes: int
     upload_bytes: int
+    upload_values: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class SimulationInputs:
         Per device group, its offloading (None: from the scenario).
     noisy_devices : frozenset of int
         The noisy clients (``data.noise``), for ``ua_mean_clean``.
+    group_models : tuple of ModelInfo
+        Per device group, the model its devices train (empty: ``model`` for all).
     """
 
     profiles: ProfileLibrary
@@ -86,6 +92,11 @@ class SimulationInputs:
     sample_bytes: int = 0
     policies: list[GroupOffload] | None = None
     noisy_devices: frozenset[int] = frozenset()
+    group_models: tuple[ModelInfo, ...] = ()
+
+    def model_of_group(self, group: int) -> ModelInfo:
+        """Return the model a device group trains."""
+        return self.group_models[group] if self.group_models else self.model
 
 
 class RoundPlanner:
@@ -126,7 +137,8 @@ class RoundPlanner:
         policies = inputs.policies or build_policies(scenario, "scenario")
         self.offload = OffloadPlanner(
             scenario, population, policies, self._device_hw, self._access, self._edge_hw,
-            inputs.model, inputs.payloads.download_bytes, inputs.sample_bytes,
+            [inputs.model_of_group(g) for g in range(len(population.groups))],
+            inputs.payloads.download_bytes, inputs.sample_bytes,
             inputs.algorithm.optimizer_values_per_param,
         )  # fmt: skip
         self._steps_s_cache: dict[tuple[int, int], float] = {}  # (group, samples) -> seconds
@@ -192,7 +204,7 @@ class RoundPlanner:
         """Return a group's device's training seconds for ``num_samples``, before jitter."""
         seconds = self._steps_s_cache.get((group, num_samples))
         if seconds is None:
-            model = self.inputs.model
+            model = self.inputs.model_of_group(group)
             seconds = steps_s(
                 self._device_hw[group],
                 model.name,

@@ -12,13 +12,17 @@ from fedsim.seeding import Purpose, stream
 
 @dataclass(frozen=True)
 class DeviceGroup:
-    """A group of identical devices: hardware and access-link profile names."""
+    """A group of identical devices: hardware and access-link profile names, and model.
+
+    ``model`` None: the scenario's model.
+    """
 
     edge_id: int
     hardware: str
     link: str
     first_device_id: int
     count: int
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class Population:
         next_id = 0
         for edge_id, edge in enumerate(topology.edges):
             for g in edge.devices:
-                groups.append(DeviceGroup(edge_id, g.hardware, g.link, next_id, g.count))
+                groups.append(DeviceGroup(edge_id, g.hardware, g.link, next_id, g.count, g.model))
                 next_id += g.count
         counts = np.array([g.count for g in groups], dtype=np.int64)
         group_of = np.repeat(np.arange(len(groups), dtype=np.int32), counts)

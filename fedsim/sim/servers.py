@@ -53,7 +53,7 @@ def serve(
     uploads : mapping of int to Transfer
         Per edge uploading to the cloud (a sync), its backhaul transfer; empty: no sync.
     num_params : int
-        Model values averaged per update.
+        Values averaged per update (the payload's).
     """
     start = env.now
 

@@ -162,7 +162,7 @@ class Simulation:
         sync = (round_index + 1) % rounds.cloud_every == 0
         uploads = self.planner.edge_uploads(self._pending, round_index) if sync else {}
         servers = env.process(
-            serve(env, self.network, counts, uploads, self.inputs.model.num_params)
+            serve(env, self.network, counts, uploads, self.inputs.payloads.upload_values)
         )
         env.run(until=servers)
         edge_s, cloud_s = servers.value  # type: ignore[misc]

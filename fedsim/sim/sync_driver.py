@@ -59,7 +59,7 @@ class SyncDriver:
         self.checkpoint_due = checkpoint_due
         self.stop_now = stop_now
 
-    def _fill(self, version: int, row: dict[str, object], ev: Evaluation) -> float:
+    def _fill(self, version: int, row: dict[str, object], ev: Evaluation) -> float | None:
         """Write an evaluation into the row's accuracy columns and the UA rows."""
         ua = evaluation_columns(row, ev, self.sim.inputs.noisy_devices)
         if ua:

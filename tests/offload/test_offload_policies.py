@@ -90,7 +90,7 @@ def test_planner_estimates_add_up(tmp_path):
     edges = [PROFILES.device(e.hardware) for e in sc.topology.edges]
     planner = OffloadPlanner(
         sc, pop, [GroupOffload(Local(Local.Params()))] * len(pop.groups), devices, links, edges,
-        MODEL, 268_440, 64 * 4 + 8, 0,
+        [MODEL] * len(pop.groups), 268_440, 64 * 4 + 8, 0,
     )  # fmt: skip
     task = DeviceTask(10, 1, 0, 0, 200, (20,) * 10, 1.0, 1.0, None)  # an rpi3b on wifi
     local = planner.estimate(task, LOCAL, True)
