@@ -125,8 +125,11 @@ def check(
         }  # fmt: skip
         try:
             algorithm.bind(net)  # which values stay on devices: not in the payload
-        except ValueError as exc:
-            raise InputError(f"algorithm.params.{exc}") from None
+        except ValueError as exc:  # a parameter naming what the model lacks, or the model
+            text = str(exc)
+            raise InputError(
+                text if text.startswith("model:") else f"algorithm.params.{text}"
+            ) from None
         parts = None if data.samples_per_device is not None else _split(scenario, dataset)
     except InputError as exc:
         raise naming(source, exc) from None
@@ -141,10 +144,7 @@ def check(
     infos[scenario.model] = info
     group_models = tuple(infos[name] for name in group_model_names(scenario))
     state = algorithm.initial_state(net)  # the model and what travels with it
-    # the same tensors go both ways: the model down, the update up (the algorithm decides)
-    keys = algorithm.payload_keys(state)
-    payload = sum(state[k].numel() * state[k].element_size() for k in keys)
-    values = sum(state[k].numel() for k in keys)
+    down, up, values = algorithm.transfer_sizes(state)  # the algorithm decides
     batch = algorithm.largest_batch(len(dataset.y_train))
     footprint = training_footprint_bytes(info, batch, algorithm.optimizer_values_per_param)
     policies = build_policies(scenario, source)
@@ -155,7 +155,7 @@ def check(
         + dataset.y_train.dtype.itemsize
     )
     return Prepared(
-        scenario, source, profiles, algorithm, dataset, info, Payloads(payload, payload, values),
+        scenario, source, profiles, algorithm, dataset, info, Payloads(down, up, values),
         footprint, bandwidth, availability, policies, sample_bytes,
         None if parts is None else tuple(parts), group_models,
     )  # fmt: skip

@@ -11,4 +11,5 @@ BUILTIN_ALGORITHMS: dict[str, str] = {
     "fedper": "fedsim.algorithms.fedper:FedPer",
     "ftl": "fedsim.algorithms.ftl:FTL",
     "fd": "fedsim.algorithms.fd:FederatedDistillation",
+    "mocha": "fedsim.algorithms.mocha:Mocha",
 }

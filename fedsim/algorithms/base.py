@@ -92,6 +92,10 @@ class Algorithm(ABC):
     #: to evaluate, a device starts from its architecture's seeded initial weights, and
     #: device groups may train other architectures than the scenario's ``model``.
     keeps_model: ClassVar[bool] = False
+    #: Whether edges relay each device's message to and from the cloud instead of one
+    #: model (MOCHA: each device's own row up, its coupling down): the backhaul then
+    #: carries one device's payload per device.
+    edge_relays: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -212,6 +216,16 @@ class Algorithm(ABC):
             )
             for r in results
         ]  # fmt: skip
+
+    def transfer_sizes(self, state: Mapping[str, torch.Tensor]) -> tuple[int, int, int]:
+        """Return one device's bytes down and up a round, and the values a server takes in.
+
+        The default: the tensors of :meth:`payload_keys` of the initial ``state``, the same
+        both ways (the model down, the update up).
+        """
+        keys = self.payload_keys(state)
+        size = sum(state[k].numel() * state[k].element_size() for k in keys)
+        return size, size, sum(state[k].numel() for k in keys)
 
     def payload_keys(self, state: Mapping[str, torch.Tensor]) -> list[str]:
         """Return the names of the tensors a device uploads (this decides the bytes)."""

@@ -224,7 +224,7 @@ class FederatedDistillation(Algorithm):
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 for q, g in zip(params, grads, strict=True):
-                    q.sub_(g, alpha=lr)
+                    q.sub_(lr * g)  # as LocalSGD steps
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # -- the servers ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -308,20 +309,39 @@ class RoundPlanner:
             )
         ]  # fmt: skip
 
-    def _backhaul_transfer(self, edge_id: int, round_index: int, up: bool) -> Transfer:
+    def _backhaul_transfer(
+        self, edge_id: int, round_index: int, up: bool, copies: int = 1
+    ) -> Transfer:
         p = self.inputs.payloads
         return transfer(
-            self._backhaul[edge_id], p.upload_bytes if up else p.download_bytes, up=up,
-            rng=stream(self.scenario.seed, Purpose.BACKHAUL, edge_id, round_index, int(up)),
+            self._backhaul[edge_id], copies * (p.upload_bytes if up else p.download_bytes),
+            up=up, rng=stream(self.scenario.seed, Purpose.BACKHAUL, edge_id, round_index, int(up)),
         )  # fmt: skip
 
-    def edge_fetch(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
-        """Draw each listed edge's fetch of the global model from the cloud."""
-        return {e: self._backhaul_transfer(e, round_index, False) for e in sorted(edge_ids)}
+    def edge_fetch(
+        self, edge_ids: set[int], round_index: int, copies: Mapping[int, int] | None = None
+    ) -> dict[int, Transfer]:
+        """Draw each listed edge's fetch of the global model from the cloud.
 
-    def edge_uploads(self, edge_ids: set[int], round_index: int) -> dict[int, Transfer]:
-        """Draw each listed edge's upload of its model to the cloud (at a sync)."""
-        return {e: self._backhaul_transfer(e, round_index, True) for e in sorted(edge_ids)}
+        ``copies``: per edge, how many devices' payloads it fetches (an algorithm whose
+        edges relay, :attr:`~fedsim.algorithms.base.Algorithm.edge_relays`); None: one.
+        """
+        return {
+            e: self._backhaul_transfer(e, round_index, False, (copies or {}).get(e, 1))
+            for e in sorted(edge_ids)
+        }
+
+    def edge_uploads(
+        self, edge_ids: set[int], round_index: int, copies: Mapping[int, int] | None = None
+    ) -> dict[int, Transfer]:
+        """Draw each listed edge's upload of its model to the cloud (at a sync).
+
+        ``copies``: per edge, how many devices' payloads it relays (as for the fetch).
+        """
+        return {
+            e: self._backhaul_transfer(e, round_index, True, (copies or {}).get(e, 1))
+            for e in sorted(edge_ids)
+        }
 
     def energy(self, o: DeviceOutcome) -> Energy:
         """Return a device's joules in its round: radio, compute, and idle while waiting.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,8 +136,12 @@ class Simulation:
         env = self.env
         start = env.now
         selected = self.select(round_index)
-        fetching = set(self.population.edge_of[selected].tolist()) & self._stale
-        fetch = self.planner.edge_fetch(fetching, round_index)
+        edges = self.population.edge_of[selected].tolist()
+        fetching = set(edges) & self._stale
+        relays = self.inputs.algorithm.edge_relays  # one payload per selected device (MOCHA)
+        fetch = self.planner.edge_fetch(
+            fetching, round_index, dict(Counter(edges)) if relays else None
+        )
         self._stale -= fetching
         plans = self.planner.plans(selected, round_index, start, fetch)
         handles = self._submit(round_index, plans)
@@ -160,7 +164,11 @@ class Simulation:
             counts[o.plan.edge_id] = counts.get(o.plan.edge_id, 0) + 1
         self._pending |= set(counts)
         sync = (round_index + 1) % rounds.cloud_every == 0
-        uploads = self.planner.edge_uploads(self._pending, round_index) if sync else {}
+        uploads = (
+            self.planner.edge_uploads(self._pending, round_index, counts if relays else None)
+            if sync
+            else {}
+        )
         servers = env.process(
             serve(env, self.network, counts, uploads, self.inputs.payloads.upload_values)
         )
