@@ -45,31 +45,28 @@ def same_files(a: Path, b: Path, names) -> None:  # type: ignore[no-untyped-def]
         assert filecmp.cmp(a / name, b / name, shallow=False), name
 
 
-#: Whether :func:`run_on_ray` leaves its local Ray up for the next call (a test folder's
-#: conftest sets it for its tests and shuts Ray down after them: tests/algorithms).
-KEEP_RAY = False
+#: Whether a local Ray that :func:`run_on_ray` started is up (tests/conftest.py shuts it
+#: down when the tests of its folder end).
+RAY_KEPT = False
 
 
 def run_on_ray(scenario, out: Path):  # type: ignore[no-untyped-def]
-    """Run ``scenario`` (a Ray runtime) into ``out``, shutting Ray down afterwards.
+    """Run ``scenario`` (a Ray runtime) into ``out`` on a local Ray that stays up.
 
-    With :data:`KEEP_RAY` the call starts Ray itself (as ``fedsim`` would, from the
-    scenario's runtime) when it is not up, and leaves it up: starting Ray costs about 4 s.
+    The call starts Ray itself (as ``fedsim`` would, from the scenario's runtime) when it
+    is not up, and leaves it for the next call of the folder's tests: starting Ray costs
+    about 4 s. ``tests/conftest.py`` shuts it down when the folder's last test ends.
     """
+    global RAY_KEPT
     import ray
 
     from fedsim.api import run
     from fedsim.runtime.ray_setup import start_ray
 
-    if KEEP_RAY:
-        if not ray.is_initialized():
-            start_ray(scenario.runtime)
-        return run(scenario, out)
-    try:
-        return run(scenario, out)
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
+    if not ray.is_initialized():
+        start_ray(scenario.runtime)
+        RAY_KEPT = True
+    return run(scenario, out)
 
 
 def linear_device():  # type: ignore[no-untyped-def]

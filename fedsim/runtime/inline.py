@@ -8,7 +8,8 @@ from typing import Any
 
 from fedsim.algorithms.base import DeviceUpdate, State
 from fedsim.runtime.base import CLOUD, Evaluation, LearningSetup, Runtime
-from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+from fedsim.runtime.device_host import DeviceHost
+from fedsim.runtime.nodes import CloudServer, EdgeServer
 from fedsim.runtime.training import DEFAULT_GROUP_SIZE
 
 

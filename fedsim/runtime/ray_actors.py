@@ -13,8 +13,9 @@ import torch
 from fedsim.algorithms.base import Aggregate, State
 from fedsim.data import Dataset, DevicePartition
 from fedsim.runtime.base import LearningSetup
+from fedsim.runtime.device_host import DeviceHost
 from fedsim.runtime.memory import keep_freed_memory
-from fedsim.runtime.nodes import CloudServer, DeviceHost, EdgeServer
+from fedsim.runtime.nodes import CloudServer, EdgeServer
 from fedsim.runtime.transport import UpdateBatch
 
 

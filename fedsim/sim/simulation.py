@@ -22,9 +22,10 @@ from fedsim.offload import HistoryEntry
 from fedsim.runtime.base import Runtime
 from fedsim.sim.async_driver import AsyncDriver
 from fedsim.sim.availability import Availability
+from fedsim.sim.inputs import Payloads, SimulationInputs
 from fedsim.sim.network import Network
 from fedsim.sim.offloading import HISTORY_ROUNDS
-from fedsim.sim.planning import Payloads, RoundPlanner, SimulationInputs
+from fedsim.sim.planning import RoundPlanner
 from fedsim.sim.population import Population
 from fedsim.sim.rows import (
     DEVICE_COLUMNS,

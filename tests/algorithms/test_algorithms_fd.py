@@ -25,7 +25,8 @@ from fedsim.models import build_model
 from fedsim.prepare import check
 from fedsim.sim.availability import Availability
 from fedsim.sim.costs import steps_s
-from fedsim.sim.planning import RoundPlanner, SimulationInputs
+from fedsim.sim.inputs import SimulationInputs
+from fedsim.sim.planning import RoundPlanner
 from fedsim.sim.population import Population
 
 FD = REPO / "scenarios" / "perfit" / "fd.yaml"

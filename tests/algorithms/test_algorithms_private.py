@@ -60,7 +60,7 @@ def test_a_device_starts_from_its_own_private_values(tmp_path):
     from fedsim.data import load_dataset
     from fedsim.prepare import check, device_partitions
     from fedsim.runtime.base import LearningSetup
-    from fedsim.runtime.nodes import DeviceHost
+    from fedsim.runtime.device_host import DeviceHost
     from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop
     from fedsim.seeding import Purpose, int_seed
 
