@@ -65,11 +65,13 @@ class Evaluation:
     """The global model's accuracy and loss, and each evaluated device's UA.
 
     ``accuracy`` and ``loss`` are None when there is no global model (``fd``).
+    ``ua_before``: for algorithms that personalise (FTL), each device's UA before it.
     """
 
     accuracy: float | None
     loss: float | None
     ua: dict[int, float]
+    ua_before: dict[int, float] = field(default_factory=dict)
 
     def ua_quantiles(self) -> tuple[float, float, float, float] | None:
         """Return mean, p10, p50 and p90 of UA, or None when UA was not measured."""

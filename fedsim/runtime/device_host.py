@@ -123,8 +123,8 @@ class DeviceHost:
         n = self._test_rows  # the global test set (noisy clients' copies come after it)
         return block_scores(self._model, state, self._x_test[:n], self._y_test[:n], blocks)
 
-    def evaluate(self, state: State, device_ids: Sequence[int]) -> list[float]:
-        """Return each device's accuracy of its user model on its test split.
+    def evaluate(self, state: State, device_ids: Sequence[int]) -> tuple[list[float], list[float]]:
+        """Return each device's accuracy of its user model on its test split, and before.
 
         The user model is ``state`` (the global model), patched with the device's private
         values where it has any, and personalised on the device's training rows when the
@@ -132,39 +132,52 @@ class DeviceHost:
         then each device's test rows are its own forward pass. The personalisation seed is
         keyed by the device and a digest of ``state``'s values: the same evaluation draws
         the same batch on any runtime and after a resume; another evaluation, another.
+        The second list holds, when the algorithm personalises, every device's accuracy
+        before personalisation (the patched global model); otherwise it is empty.
         """
         ids = [int(d) for d in device_ids]
         own = [d for d in ids if self._keeps or self._personalises or d in self.private.own]
         mine = set(own)
         shared = [d for d in ids if d not in mine]
         out = dict(zip(shared, self._shared_accuracies(state, shared), strict=True))
+        before: dict[int, float] = {}
         if own:
             key = _state_key(state) if self._personalises else 0
-            out.update((d, self._user_accuracy(state, d, key)) for d in own)
-        return [out[d] for d in ids]
+            for d in own:
+                out[d], pre = self._user_accuracy(state, d, key)
+                if pre is not None:
+                    before[d] = pre
+        return [out[d] for d in ids], [before[d] for d in ids if d in before]
 
     def _shared_accuracies(self, state: State, ids: Sequence[int]) -> list[float]:
         """Return the accuracy of ``state`` on each device's test rows (blocks, read once)."""
         test_idx = [self._partitions[d].test_idx for d in ids]
         return shared_model_accuracies(self._model, state, self._x_test, self._y_test, test_idx)
 
-    def _user_accuracy(self, state: State, device_id: int, key: int) -> float:
-        """Return one device's accuracy of its own user model, on its own test rows only.
+    def _user_accuracy(self, state: State, device_id: int, key: int) -> tuple[float, float | None]:
+        """Return one device's accuracy of its own user model (and before personalising).
 
-        One forward pass of the device's rows (not of the test blocks holding them: a
-        patched model serves one device only), so the figure depends on nothing but the
-        device's model and rows.
+        Accuracy on its own test rows only: one forward pass of the device's rows (not of
+        the test blocks holding them: a patched model serves one device only), so the figure
+        depends on nothing but the device's model and rows. The second value is the
+        accuracy of the model before :meth:`Algorithm.personalise` (None when the algorithm
+        does not personalise).
         """
         part = self._partitions[device_id]
         model = self._models[self._arch[device_id]]
         user = self._start(device_id, state)
+        rows = torch.from_numpy(part.test_idx)
+        before = self._accuracy(model, user, rows) if self._personalises else None
         if self._personalises:
             seed = int_seed(self._seed, Purpose.PERSONALISE, device_id, key)
             mine = self._algorithm.personalise(
                 model, user, self._x_train, self._y_train, part.train_idx, seed
             )
             user = user if mine is None else mine
-        rows = torch.from_numpy(part.test_idx)
+        return self._accuracy(model, user, rows), before
+
+    def _accuracy(self, model: torch.nn.Module, user: State, rows: torch.Tensor) -> float:
+        """Return the accuracy of ``user`` on test ``rows`` (0 when there are none)."""
         if len(rows) == 0:
             return 0.0
         with torch.no_grad():  # the user's tensors themselves, not copies into the module

@@ -215,5 +215,6 @@ class InlineRuntime(Runtime):
         """Evaluate the global model, and UA of the given devices."""
         accuracy, loss = self._cloud.evaluate()
         ids = [int(d) for d in ua_device_ids]
-        ua = dict(zip(ids, self._host.evaluate(self._cloud.model(), ids), strict=True))
-        return Evaluation(accuracy, loss, ua)
+        after, before = self._host.evaluate(self._cloud.model(), ids)
+        ua = dict(zip(ids, after, strict=True))
+        return Evaluation(accuracy, loss, ua, dict(zip(ids, before, strict=True)) if before else {})

@@ -88,8 +88,8 @@ class DeviceHostActor:
         """Score the global model on these blocks of the global test set."""
         return self.host.score_blocks(state, blocks)
 
-    def evaluate(self, state: State, device_ids: list[int]) -> list[float]:
-        """Return each device's UA."""
+    def evaluate(self, state: State, device_ids: list[int]) -> tuple[list[float], list[float]]:
+        """Return each device's UA, and before personalisation (when the algorithm does)."""
         return self.host.evaluate(state, device_ids)
 
 

@@ -406,10 +406,13 @@ class RayRuntime(Runtime):
                 scores = [per_host[b % self._num_hosts][b // self._num_hosts] for b in blocks]
                 accuracy, loss = combine_scores(scores, self._num_test)
             ua: dict[int, float] = {}
+            before: dict[int, float] = {}
             for h, ref in sorted(ua_refs.items()):
-                got = self._get(ref, f"device host {h} evaluating UA")
-                ua.update(zip(by_host[h], got, strict=True))
-            return Evaluation(accuracy, loss, ua)
+                after, pre = self._get(ref, f"device host {h} evaluating UA")
+                ua.update(zip(by_host[h], after, strict=True))
+                if pre:  # algorithms that personalise: every device's
+                    before.update(zip(by_host[h], pre, strict=True))
+            return Evaluation(accuracy, loss, ua, before)
 
         steps = self._async.submitted
 

@@ -19,7 +19,7 @@ ROUND_COLUMNS = (
     "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
     "ua_p50", "ua_p90", "oom", "down_shared_s", "up_shared_s", "energy_compute_j",
     "energy_radio_j", "energy_idle_j", "offloaded", "edge_compute_s", "edge_queue_s",
-    "act_bytes_up", "act_bytes_down", "data_bytes_up", "ua_mean_clean",
+    "act_bytes_up", "act_bytes_down", "data_bytes_up", "ua_mean_clean", "ua_before_mean",
 )  # fmt: skip
 DEVICE_COLUMNS = (
     "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",
@@ -28,7 +28,7 @@ DEVICE_COLUMNS = (
     "energy_radio_j", "energy_idle_j", "plan", "edge_compute_s", "edge_queue_s",
     "act_bytes_up", "act_bytes_down", "data_bytes_up", "raw_data_left",
 )  # fmt: skip
-UA_COLUMNS = ("version", "device_id", "accuracy")
+UA_COLUMNS = ("version", "device_id", "accuracy", "accuracy_before")
 #: One row per asynchronous update: a device's (``source`` device) or an edge's forwarded
 #: model (``source`` edge, no dispatch or device). ``server`` is ``cloud`` or ``edge``;
 #: ``version`` the server version it made (applied) or entered (buffered, then applied).
@@ -38,6 +38,7 @@ UPDATE_COLUMNS = (
 )  # fmt: skip
 ACCURACY_COLUMNS = (
     "accuracy", "loss", "ua_mean", "ua_p10", "ua_p50", "ua_p90", "ua_mean_clean",
+    "ua_before_mean",
 )  # fmt: skip
 
 
@@ -89,7 +90,8 @@ def evaluation_columns(
     """Fill a row's accuracy columns from an evaluation; return its UA rows.
 
     ``ua_mean_clean``: the mean UA over the devices not in ``noisy`` (noisy clients), left
-    empty when there are none.
+    empty when there are none. ``ua_before_mean`` (and each UA row's ``accuracy_before``):
+    UA before personalisation, for algorithms that personalise; empty otherwise.
     """
     row["accuracy"], row["loss"] = ev.accuracy, ev.loss
     q = ev.ua_quantiles()
@@ -100,7 +102,9 @@ def evaluation_columns(
     if noisy:
         clean = [ev.ua[d] for d in ids if d not in noisy]
         row["ua_mean_clean"] = float(np.mean(clean)) if clean else None
-    return [(row["version"], d, ev.ua[d]) for d in ids]
+    if ev.ua_before:
+        row["ua_before_mean"] = float(np.mean([ev.ua_before[d] for d in ids]))
+    return [(row["version"], d, ev.ua[d], ev.ua_before.get(d)) for d in ids]
 
 
 def effective_mbps(num_bytes: int, flow_s: float) -> float:

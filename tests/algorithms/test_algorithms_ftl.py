@@ -78,6 +78,12 @@ def test_ftl_user_models_beat_the_global_model_on_non_iid_devices(tmp_path):
     # the same training: the global model is the same
     assert fl.rounds["accuracy"].equals(ftl.rounds["accuracy"])
     assert (ftl.rounds["ua_mean"] > fl.rounds["ua_mean"] + 0.05).all()
+    # UA before personalisation is the global model's on each device: FL's UA (to the odd
+    # argmax tie between a block's forward pass and a device's own)
+    assert np.allclose(ftl.rounds["ua_before_mean"], fl.rounds["ua_mean"], atol=2e-3)
+    assert fl.rounds["ua_before_mean"].isna().all()  # FedAvg does not personalise
+    before = ftl.device_ua["accuracy_before"]
+    assert before.notna().all() and (ftl.device_ua["accuracy"] != before).any()
     again = run(load_scenario(MNIST, [*SMALL, "algorithm.use=ftl"]), tmp_path / "again")
     assert again.rounds["ua_mean"].equals(ftl.rounds["ua_mean"])
 

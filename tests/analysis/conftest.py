@@ -146,7 +146,7 @@ OFFLOAD_ROUND_COLUMNS = [
     "upload_s", "wait_s", "edge_s", "cloud_s", "accuracy", "loss", "ua_mean", "ua_p10",
     "ua_p50", "ua_p90", "oom", "down_shared_s", "up_shared_s", "energy_compute_j",
     "energy_radio_j", "energy_idle_j", "offloaded", "edge_compute_s", "edge_queue_s",
-    "act_bytes_up", "act_bytes_down", "data_bytes_up", "ua_mean_clean",
+    "act_bytes_up", "act_bytes_down", "data_bytes_up", "ua_mean_clean", "ua_before_mean",
 ]  # fmt: skip
 OFFLOAD_DEVICE_COLUMNS = [
     "round", "device_id", "edge_id", "profile", "link", "status", "start_s", "end_s",

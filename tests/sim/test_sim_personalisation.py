@@ -58,3 +58,21 @@ def test_a_resumed_run_gives_the_same_stage(tmp_path):
     ref = run(sc, tmp_path / "ref")
     res = cut_and_resume(sc, tmp_path / "cut", 0)
     same_files(ref.path, res.path, ("personalisation.csv", "rounds.csv", "device_ua.csv"))
+
+
+def test_perfit_pipeline_offloads_learns_and_personalises_in_one_run(tmp_path):
+    """scenarios/perfit/pipeline.yaml: PerFit's three stages, each visible in the run folder."""
+    sc = load_scenario(REPO / "scenarios" / "perfit" / "pipeline.yaml", [
+        "stop.max_rounds=3", "evaluation.every=3",
+    ])  # fmt: skip
+    res = run(sc, tmp_path / "pipeline")
+    dev = res.device_rounds
+    # 1. offloading: the policy moved work to the edges; raw data reached the trusted one only
+    assert (dev["plan"] != "local").any()
+    assert set(dev.loc[dev["raw_data_left"].astype(bool), "edge_id"]) == {0}  # home
+    assert (res.rounds["data_bytes_up"] > 0).any()
+    # 3. personalisation: UA before and after at each evaluation, the stage on the clock
+    last = res.rounds.iloc[-1]
+    assert last["ua_mean"] > last["ua_before_mean"]
+    stage = pd.read_csv(res.path / "personalisation.csv")
+    assert len(stage) == 30 and (stage["compute_s"] > 0).all()
