@@ -45,6 +45,18 @@ def same_files(a: Path, b: Path, names) -> None:  # type: ignore[no-untyped-def]
         assert filecmp.cmp(a / name, b / name, shallow=False), name
 
 
+def sigint_default() -> None:
+    """Give a child process the default SIGINT (``Popen(preexec_fn=...)``).
+
+    A shell's background job (``pytest ... &``, as CI scripts run) ignores SIGINT, and an
+    ignored signal is inherited through ``exec``: Python then installs no Ctrl-C handler,
+    and a test that sends SIGINT would find its child unmoved.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 #: Whether a local Ray that :func:`run_on_ray` started is up (tests/conftest.py shuts it
 #: down when the tests of its folder end).
 RAY_KEPT = False

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import ray
-from helpers import REPO, cut_and_resume
+from helpers import REPO, cut_and_resume, sigint_default
 
 from fedsim import checkpoint
 from fedsim.api import resume, run
@@ -202,7 +202,8 @@ def test_killed_cli_run_resumes_byte_identical(tmp_path, how):
                    check=True, capture_output=True, cwd=REPO)  # fmt: skip
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*cli, "run", scenario, "--out", str(cut), "--quiet", *sets],
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=sigint_default)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         table = cut / "rounds.csv"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import sigint_default
 
 from fedsim.errors import InputError
 from fedsim.sweep import (
@@ -173,7 +174,10 @@ def test_sweep_stops_on_sigint_to_its_group_and_resumes(tmp_path):
     cmd = [sys.executable, "-m", "fedsim", "sweep", str(QUICKSTART), "--seeds", "4"]
     cmd += ["--parallel", "2", "--out", str(out)] + [a for s in FAST for a in ("--set", s)]
     # its own process group, as a shell gives a foreground job: Ctrl-C signals the group
-    sweep = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    sweep = subprocess.Popen(
+        cmd, start_new_session=True, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default,
+    )  # fmt: skip
     try:
 
         def one_done_and_two_running() -> bool:  # one of the two running has just started
@@ -215,7 +219,10 @@ def test_sweep_stops_on_sigint_to_its_group_and_resumes(tmp_path):
 
 def test_end_processes_interrupts_then_kills():
     code = "import signal, time; {} print('ready', flush=True); time.sleep(60)"
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL, "text": True}
+    pipes = {
+        "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL, "text": True,
+        "preexec_fn": sigint_default,
+    }  # fmt: skip
     polite = subprocess.Popen([sys.executable, "-c", code.format("")], **pipes)
     ignoring = "signal.signal(signal.SIGINT, signal.SIG_IGN);"
     stubborn = subprocess.Popen([sys.executable, "-c", code.format(ignoring)], **pipes)
