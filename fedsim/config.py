@@ -488,16 +488,22 @@ def validation_problems(source: str, exc: ValidationError) -> list[str]:
     return lines
 
 
+def option_label(option: str, item: str) -> str:
+    """Return ``option item`` for a message, ``item`` quoted unless it is one printable line."""
+    return f"{option} {item}" if item.isprintable() else f"{option} {short_repr(item)}"
+
+
 def _set_one(out: dict[str, Any], item: str, source: str) -> str | None:
     """Apply one ``key.path=value`` override to ``out`` in place; return a problem or None."""
+    label = option_label("--set", item)
     if "=" not in item:
-        return f"--set {item}: expected key.path=value"
+        return f"{label}: expected key.path=value"
     path, text = item.split("=", 1)
     keys = path.strip().split(".")
     if "" in keys:
-        return f"--set {item}: expected key.path=value, with no empty key in the path"
+        return f"{label}: expected key.path=value, with no empty key in the path"
     try:
-        value = load_yaml_text(text, f"--set {item}")
+        value = load_yaml_text(text, label)
     except InputError as exc:
         return exc.problems[0]
     node: Any = out
@@ -513,7 +519,7 @@ def _set_one(out: dict[str, Any], item: str, source: str) -> str | None:
             if not (key.isascii() and key.isdigit()) or int(key) >= len(node):
                 span = f"index 0..{len(node) - 1}" if node else "no index: it is empty"
                 return (
-                    f"--set {item}: no such place in {source}: {here} is a list of "
+                    f"{label}: no such place in {source}: {here} is a list of "
                     f"{len(node)} item(s), {span} (got {key!r})"
                 )
             if last:
@@ -522,7 +528,7 @@ def _set_one(out: dict[str, Any], item: str, source: str) -> str | None:
                 node = node[int(key)]
         else:
             return (
-                f"--set {item}: no such place in {source}: {here} holds {node!r}, "
+                f"{label}: no such place in {source}: {here} holds {node!r}, "
                 f"not a section with keys (so no {key!r} under it)"
             )
     return None

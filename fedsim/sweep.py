@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedsim.config import option_label
 from fedsim.errors import InputError
 from fedsim.results import PARTIAL
 from fedsim.sweep_runner import (  # the sweep's public types, re-exported
@@ -55,19 +56,20 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
     grid: dict[str, list[str]] = {}
     problems = []
     for item in items:
+        label = option_label("--grid", item)
         key, sep, values = item.partition("=")
         key = key.strip()
         vals = [v.strip() for v in values.split(",")]
         if not sep or not key:
-            problems.append(f"--grid {item}: expected key.path=value1,value2,...")
+            problems.append(f"{label}: expected key.path=value1,value2,...")
         elif any(v == "" for v in vals):
-            problems.append(f"--grid {item}: empty value")
+            problems.append(f"{label}: empty value")
         elif key in grid:
-            problems.append(f"--grid {item}: key {key} given twice")
+            problems.append(f"{label}: key {key} given twice")
         elif key == "seed":
-            problems.append(f"--grid {item}: seeds come from the sweep's seed count, not the grid")
+            problems.append(f"{label}: seeds come from the sweep's seed count, not the grid")
         elif len(set(vals)) != len(vals):
-            problems.append(f"--grid {item}: a value is repeated")
+            problems.append(f"{label}: a value is repeated")
         else:
             grid[key] = vals
     if problems:
@@ -267,7 +269,7 @@ def run_sweep(
         raise InputError(f"parallel: expected at least 1 (got {parallel})")
     for item in extra_sets:
         if "=" not in item:
-            raise InputError(f"--set {item}: expected key.path=value")
+            raise InputError(f"{option_label('--set', item)}: expected key.path=value")
     base_seed = _base_seed(scenario)
     runs = plan_sweep(grid, seeds, base_seed)
     _validate_combinations(scenario, grid, extra_sets, runs)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fedsim.api
@@ -426,6 +426,7 @@ def _clean_exit(argv: list[str]) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sets=SETS)
+@example(sets=["='\n\n  '"])  # found by this test: a value with newlines, once two lines
 def test_random_sets_never_crash_validate(tiny_module, sets):
     _clean_exit(["validate", str(tiny_module), *(f"--set={s}" for s in sets)])
 

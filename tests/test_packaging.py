@@ -78,7 +78,9 @@ def test_version_and_scenarios(capsys):
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_runs_the_quickstart_from_another_folder(tmp_path):
     # build the wheel, install it (not editable) in a new venv that borrows the machine's
-    # torch, ray, ... (--system-site-packages; no download), and use it from an empty folder
+    # torch, ray, ... (--system-site-packages; no download), and use it from an empty folder;
+    # --force-reinstall: pip would otherwise take the checkout's editable install of the same
+    # version, visible through the system site-packages, as already satisfying the wheel
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
@@ -90,7 +92,7 @@ def test_wheel_in_a_fresh_venv_runs_the_quickstart_from_another_folder(tmp_path)
     python = env_dir / "bin" / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-         "--no-index", str(wheel)], check=True,
+         "--no-index", "--force-reinstall", str(wheel)], check=True,
     )  # fmt: skip
     work = tmp_path / "elsewhere"
     work.mkdir()
