@@ -14,6 +14,7 @@ MNIST = REPO / "scenarios" / "mnist_2nn.yaml"
 SMALL = (
     "topology.edges.0.devices.0.count=3", "topology.edges.0.devices.1.count=3",
     "stop.max_rounds=2", "stop.target_accuracy=null", "checkpoint.every_rounds=1",
+    "evaluation.every=2",  # FTL fine-tunes every device at an evaluation: one is enough
 )  # fmt: skip
 FTL = "algorithm={use: ftl, params: {lr: 0.3, tune_epochs: 2, tune_batch_size: 50}}"
 
