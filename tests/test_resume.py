@@ -18,6 +18,7 @@ from fedsim.api import resume, run
 from fedsim.checkpoint import Checkpoint, LoopState
 from fedsim.config import load_scenario
 from fedsim.errors import InputError
+from fedsim.runtime.ray_setup import start_ray
 
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
 FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv", "run.json")
@@ -107,6 +108,7 @@ def test_resume_on_ray_is_byte_identical_to_inline(tmp_path):
     ref = run(load_scenario(QUICKSTART, sets), tmp_path / "inline")
     sc = load_scenario(QUICKSTART, [*sets, "runtime.kind=ray", "runtime.workers=2"])
     try:
+        start_ray(sc.runtime)  # one Ray for the cut run and its resume (its own actors each)
         res = cut_and_resume(sc, tmp_path / "ray", 2)  # a crash after the third round
     finally:
         if ray.is_initialized():
@@ -258,6 +260,7 @@ def test_async_resume_on_ray_is_byte_identical_to_inline(tmp_path):
     ref = run(sc, tmp_path / "ref")
     ray_sc = load_scenario(QUICKSTART, [*ASYNC_EDGES, "runtime.kind=ray", "runtime.workers=2"])
     try:
+        start_ray(ray_sc.runtime)  # one Ray for the cut run and its resume
         res = cut_and_resume(ray_sc, tmp_path / "cut", 11)  # a crash after the 12th row
     finally:
         if ray.is_initialized():
