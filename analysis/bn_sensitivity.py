@@ -29,13 +29,8 @@ from helpers import shared_data_dir  # noqa: E402
 
 from fedsim.data import load_dataset  # noqa: E402
 from fedsim.models import build_model  # noqa: E402
-from fedsim.runtime.training import (  # noqa: E402
-    DeviceJob,
-    DeviceResult,
-    LocalSGD,
-    train_loop,
-    train_vectorized,
-)
+from fedsim.runtime.lock_step import train_vectorized  # noqa: E402
+from fedsim.runtime.training import DeviceJob, DeviceResult, LocalSGD, train_loop  # noqa: E402
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ three workloads: ``perfit_cnn`` on MNIST-shaped ``(1, 28, 28)`` inputs (Conv2d),
 ``mtfl_cnn`` on CIFAR-shaped ``(3, 32, 32)`` inputs (Conv2d with BatchNorm2d). Contenders:
 
 * ``loop`` -- :func:`fedsim.runtime.training.train_loop`, one device after another;
-* ``grouped`` -- :func:`fedsim.runtime.training.train_vectorized` with ``backend="grouped"``
+* ``grouped`` -- :func:`fedsim.runtime.lock_step.train_vectorized` with ``backend="grouped"``
   (:mod:`fedsim.runtime.grouped`, what ``vectorize: true`` runs for these models), chunks
   of ``G`` devices;
 * ``vmap`` -- the same with ``backend="vmap"`` (``torch.func.vmap(grad(...))``);
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedsim.models import build_model
-from fedsim.runtime.training import DeviceJob, LocalSGD, batch_order, train_loop, train_vectorized
+from fedsim.runtime.lock_step import train_vectorized
+from fedsim.runtime.training import DeviceJob, LocalSGD, batch_order, train_loop
 
 DEVICES, SAMPLES, CLASSES = 32, 300, 10
 OPT = LocalSGD(lr=0.05, local_epochs=1, batch_size=20)

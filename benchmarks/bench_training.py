@@ -18,16 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsim.runtime.training import (
-    DEFAULT_GROUP_SIZE,
-    DeviceJob,
-    LocalSGD,
-    _fused_plan,
-    _fused_train,
-    batch_order,
-    train_loop,
-    train_vectorized,
-)
+from fedsim.runtime.fused import _fused_plan, _fused_train
+from fedsim.runtime.lock_step import DEFAULT_GROUP_SIZE, train_vectorized
+from fedsim.runtime.training import DeviceJob, LocalSGD, batch_order, train_loop
 
 DEVICES, SAMPLES, FEATURES, CLASSES = 200, 300, 784, 10
 OPT = LocalSGD(lr=0.1, local_epochs=1, batch_size=20)

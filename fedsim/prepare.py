@@ -27,7 +27,7 @@ from fedsim.errors import InputError, naming
 from fedsim.models import ModelInfo, build_model, describe, training_footprint_bytes
 from fedsim.profiles import ProfileLibrary, load_profiles
 from fedsim.runtime.base import LearningSetup, Runtime
-from fedsim.runtime.training import resolve_vectorize
+from fedsim.runtime.lock_step import resolve_vectorize
 from fedsim.seeding import Purpose, stream
 from fedsim.sim.async_selection import build_selection
 from fedsim.sim.offloading import GroupOffload, build_policies

@@ -44,14 +44,9 @@ from fedsim.bounds import in_range
 from fedsim.config import AsyncRoundsSpec, Scenario
 from fedsim.profiles import TRAINING_FLOPS_PER_FORWARD
 from fedsim.runtime.batchnorm import has_batchnorm
+from fedsim.runtime.lock_step import train_vectorized
 from fedsim.runtime.optim import model_part
-from fedsim.runtime.training import (
-    DeviceJob,
-    LocalSGD,
-    batch_order,
-    train_loop,
-    train_vectorized,
-)
+from fedsim.runtime.training import DeviceJob, LocalSGD, batch_order, train_loop
 
 CONSENSUS, ROUND, SEED = "fd/consensus", "fd/round", "fd/seed"
 #: Mixed into a device's training seed for its digest's batch order (the revisit uses the seed).

@@ -18,7 +18,8 @@ from fedsim.algorithms.base import (
 )
 from fedsim.algorithms.private import Private, private_keys
 from fedsim.bounds import in_range
-from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop, train_vectorized
+from fedsim.runtime.lock_step import train_vectorized
+from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop
 
 
 class FedAvgParams(BaseModel):

@@ -39,7 +39,7 @@ class LearningSetup:
         Torch intra-op threads in every place that computes.
     vectorize : bool or "auto"
         Train the devices of one host call in lock-step (batched); ``"auto"``: when the
-        model has the hand-fused lock-step path (:func:`~fedsim.runtime.training.can_fuse`).
+        model has the hand-fused lock-step path (:func:`~fedsim.runtime.lock_step.can_fuse`).
     device_models : dict of int to str
         The devices that train another architecture than ``model_name`` (a device group's
         ``model``), by device id; empty: every device trains ``model_name``.

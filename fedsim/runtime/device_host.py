@@ -17,10 +17,10 @@ from fedsim.algorithms.base import Algorithm, DeviceTask, DeviceUpdate, State, b
 from fedsim.data import Dataset, DevicePartition
 from fedsim.runtime.base import LearningSetup
 from fedsim.runtime.evaluation import block_scores, shared_model_accuracies
+from fedsim.runtime.lock_step import resolve_vectorize
 from fedsim.runtime.nodes import make_model, seeded_model
 from fedsim.runtime.optim import model_part
 from fedsim.runtime.private_store import PrivateStore
-from fedsim.runtime.training import resolve_vectorize
 from fedsim.runtime.transport import shared_tensor
 from fedsim.seeding import Purpose, int_seed
 

@@ -9,8 +9,8 @@ from typing import Any
 from fedsim.algorithms.base import DeviceUpdate, State
 from fedsim.runtime.base import CLOUD, Evaluation, LearningSetup, Runtime
 from fedsim.runtime.device_host import DeviceHost
+from fedsim.runtime.lock_step import DEFAULT_GROUP_SIZE
 from fedsim.runtime.nodes import CloudServer, EdgeServer
-from fedsim.runtime.training import DEFAULT_GROUP_SIZE
 
 
 @dataclass

@@ -22,16 +22,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from fedsim.runtime.grouped import min_chunk
-from fedsim.runtime.training import (
-    DEFAULT_GROUP_SIZE,
-    DeviceJob,
-    DeviceResult,
-    _stacked,
-    check_batchnorm,
-    device_batches,
-    lock_step_chunks,
-    step_rows,
-)
+from fedsim.runtime.lock_step import DEFAULT_GROUP_SIZE, lock_step_chunks, stacked_states, step_rows
+from fedsim.runtime.training import DeviceJob, DeviceResult, check_batchnorm, device_batches
 from fedsim.runtime.vmapped import stat_loss
 
 State = dict[str, Tensor]
@@ -209,7 +201,7 @@ def train_lock_step(
 ) -> list[DeviceResult]:
     """Train the devices by ``rule`` in lock-step; equal to :func:`train_loop` to rounding.
 
-    Grouped and chunked as :func:`fedsim.runtime.training.train_vectorized` does: by the
+    Grouped and chunked as :func:`fedsim.runtime.lock_step.train_vectorized` does: by the
     sequence of batch sizes, in device-id order, at most ``group_size`` devices a chunk, a
     small chunk padded with copies (to 2 devices, more for some conv models:
     :func:`~fedsim.runtime.grouped.min_chunk`), so its bits do not depend on its company.
@@ -221,7 +213,7 @@ def train_lock_step(
     per_job = [device_batches(job, batch_size, epochs * rule.batches_per_step, bn) for job in jobs]
     results: list[DeviceResult | None] = [None] * len(jobs)
     for _, chunk, padded in lock_step_chunks(jobs, per_job, group_size, min_chunk(model)):
-        stacked = _stacked(state, [jobs[j].base for j in padded])
+        stacked = stacked_states(state, [jobs[j].base for j in padded])
         grads.bind(stacked)
         w = {n: stacked[n] for n in grads.param_names}
         carry = rule.start(w)

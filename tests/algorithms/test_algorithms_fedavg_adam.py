@@ -20,8 +20,9 @@ from torch import nn
 from fedsim.algorithms.base import DeviceTask, build_algorithm
 from fedsim.api import run
 from fedsim.config import AlgorithmSpec, load_scenario
+from fedsim.runtime.lock_step import train_vectorized
 from fedsim.runtime.optim import STEP_KEY, LocalAdam, moment_keys
-from fedsim.runtime.training import DeviceJob, train_loop, train_vectorized
+from fedsim.runtime.training import DeviceJob, train_loop
 
 MNIST = REPO / "scenarios" / "mnist_2nn.yaml"
 FILES = ("rounds.csv", "device_rounds.csv", "device_ua.csv")

@@ -19,15 +19,9 @@ from torch import nn
 from fedsim.data import load_dataset
 from fedsim.models import build_model
 from fedsim.runtime.grouped import grouped_chain, min_chunk
+from fedsim.runtime.lock_step import lock_step_chunks, resolve_vectorize, train_vectorized
 from fedsim.runtime.optim import STEP_KEY, LocalAdam, moment_keys
-from fedsim.runtime.training import (
-    DeviceJob,
-    LocalSGD,
-    lock_step_chunks,
-    resolve_vectorize,
-    train_loop,
-    train_vectorized,
-)
+from fedsim.runtime.training import DeviceJob, LocalSGD, train_loop
 
 State = dict[str, torch.Tensor]
 

@@ -11,14 +11,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fedsim.runtime.training import (
-    DeviceJob,
-    LocalSGD,
-    _fused_plan,
-    batch_order,
-    train_loop,
-    train_vectorized,
-)
+from fedsim.runtime.fused import _fused_plan
+from fedsim.runtime.lock_step import train_vectorized
+from fedsim.runtime.training import DeviceJob, LocalSGD, batch_order, train_loop
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -299,7 +294,7 @@ def test_training_learns_a_separable_problem(name: str, trainer: Callable[..., l
 
 
 def test_auto_vectorizes_mlp_chains_only() -> None:
-    from fedsim.runtime.training import can_fuse, resolve_vectorize
+    from fedsim.runtime.lock_step import can_fuse, resolve_vectorize
 
     assert can_fuse(mlp()) and can_fuse(mlp_bn()) and not can_fuse(small_cnn())
     assert resolve_vectorize("auto", mlp()) is True
