@@ -458,8 +458,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
+        else:  # a key that is not one printable line is quoted: an error stays one line
+            out += ("." if out else "") + (part if part.isprintable() else short_repr(part))
     return out or "(top level)"
 
 

@@ -427,6 +427,7 @@ def _clean_exit(argv: list[str]) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sets=SETS)
 @example(sets=["='\n\n  '"])  # found by this test: a value with newlines, once two lines
+@example(sets=['rounds={"\\r": null}'])  # and a key with a carriage return
 def test_random_sets_never_crash_validate(tiny_module, sets):
     _clean_exit(["validate", str(tiny_module), *(f"--set={s}" for s in sets)])
 
