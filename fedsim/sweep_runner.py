@@ -136,6 +136,18 @@ def format_progress(p: SweepProgress) -> str:
 _INTERRUPT_CODES = frozenset({130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL})
 
 
+def stopped_by_interrupt(returncode: int, stderr: str) -> bool:
+    """Return whether a run's process ended because it was interrupted (Ctrl-C, kill).
+
+    Its exit code says so, except for a Python interpreter that is interrupted while it
+    is still starting up (importing ``site``): it exits with 1 ("Fatal Python error:
+    init_import_site") and its stderr ends with ``KeyboardInterrupt``.
+    """
+    if returncode in _INTERRUPT_CODES:
+        return True
+    return returncode != 0 and stderr.rstrip().endswith("KeyboardInterrupt")
+
+
 def end_processes(
     procs: Sequence[subprocess.Popen[str]], grace_s: float = 3.0, settle_s: float = 0.5
 ) -> None:
@@ -265,7 +277,7 @@ class Runner:
         log = self.out_dir / "logs" / f"{r.run_id}.log"
         log.write_text(f"$ {' '.join(cmd)}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
         complete = (self.out_dir / r.run_dir / "run.json").is_file()  # written last
-        stopped = self.interrupted or proc.returncode in _INTERRUPT_CODES
+        stopped = self.interrupted or stopped_by_interrupt(proc.returncode, stderr)
         ok = complete and (proc.returncode == 0 or stopped)
         with self.lock:
             del self.procs[r.run_id]

@@ -217,6 +217,23 @@ def test_sweep_stops_on_sigint_to_its_group_and_resumes(tmp_path):
     assert not list((out / "runs").glob(".*"))  # no temporary folder left
 
 
+def test_a_run_interrupted_while_python_starts_counts_as_interrupted():
+    """Ctrl-C reaching a run's interpreter while it imports ``site`` makes it exit 1."""
+    from fedsim.sweep_runner import stopped_by_interrupt
+
+    startup = (  # the end of such a run's stderr, as a CI sweep logged it
+        "Fatal Python error: init_import_site: Failed to import the site module\n"
+        "Python runtime state: initialized\nTraceback (most recent call last):\n"
+        '  File "/usr/lib/python3.11/functools.py", line 922, in <module>\n'
+        "    class singledispatchmethod:\nKeyboardInterrupt\n"
+    )
+    assert stopped_by_interrupt(1, startup)
+    assert stopped_by_interrupt(130, "") and stopped_by_interrupt(-signal.SIGINT, "")
+    assert not stopped_by_interrupt(2, "error: scenario.yaml: seed: expected an integer\n")
+    assert not stopped_by_interrupt(1, "Traceback ...\nValueError: KeyboardInterrupt here?\n")
+    assert not stopped_by_interrupt(0, "KeyboardInterrupt\n")
+
+
 def test_end_processes_interrupts_then_kills():
     code = "import signal, time; {} print('ready', flush=True); time.sleep(60)"
     pipes = {
