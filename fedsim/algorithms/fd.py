@@ -152,13 +152,19 @@ class FederatedDistillation(Algorithm):
         p = self.params
         return LocalSGD(lr=p.lr, local_epochs=p.local_epochs, batch_size=p.batch_size)
 
-    def _digest_batch(self) -> int:
-        return self.params.digest_batch_size or self.params.batch_size
+    def _digest_opt(self) -> LocalSGD:
+        p = self.params
+        return LocalSGD(
+            lr=p.digest_lr or p.lr,
+            local_epochs=p.digest_epochs,
+            batch_size=p.digest_batch_size or p.batch_size,
+        )
 
     def steps(self, num_samples: int) -> list[int]:
         """Return the digest's steps, the revisit's, and the scoring as one step."""
         p = self.params
-        digest = epoch_batches(p.public_size, self._digest_batch()) * p.digest_epochs
+        opt = self._digest_opt()
+        digest = epoch_batches(p.public_size, opt.batch_size) * opt.local_epochs
         revisit = epoch_batches(num_samples, p.batch_size) * p.local_epochs
         scoring = math.ceil(p.public_size / TRAINING_FLOPS_PER_FORWARD)
         return [*digest, *revisit, scoring]
@@ -204,22 +210,20 @@ class FederatedDistillation(Algorithm):
         self, model: torch.nn.Module, start: State, x: torch.Tensor, target: torch.Tensor, seed: int
     ) -> State:
         """Return ``start`` after SGD towards the consensus ``target`` on public rows ``x``."""
-        p = self.params
+        opt = self._digest_opt()
         model.load_state_dict(start)
         model.train()
-        params = [q for q in model.parameters() if q.requires_grad]
-        lr = p.digest_lr or p.lr
+        params = {n: q for n, q in model.named_parameters() if q.requires_grad}
         batches = batch_order(
-            len(x), self._digest_batch(), p.digest_epochs, seed ^ _DIGEST_KEY,
+            len(x), opt.batch_size, opt.local_epochs, seed ^ _DIGEST_KEY,
             drop_singleton=has_batchnorm(model),
         )  # fmt: skip
         for b in batches:
             idx = torch.from_numpy(b)
             loss = F.cross_entropy(model(x[idx]), target[idx])
-            grads = torch.autograd.grad(loss, params)
+            grads = torch.autograd.grad(loss, list(params.values()))
             with torch.no_grad():
-                for q, g in zip(params, grads, strict=True):
-                    q.sub_(lr * g)  # as LocalSGD steps
+                opt.step(params, dict(zip(params, grads, strict=True)), {})
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # -- the servers ---------------------------------------------------------------------
